@@ -1,0 +1,214 @@
+"""The cluster snapshot: NumPy columns per node and per GPU slot, immutable, with a generation.
+
+Layout: N nodes x K GPU slots (K = most GPUs on any node; missing slots are `valid == False`), so a
+per-node reduction is `.sum(axis=1)`. Static facts (model, memory, MIG layout, links) are shared by
+every version; free capacity lives in persistent columns (persist.py), so allocate/release make a
+new snapshot in O(GPUs of one node) while older snapshots stay readable.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from binpack.catalog import FULL_MILLI, lookup
+from binpack.persist import Columns, Diff, _Version
+from binpack.topology import pair_scores
+from binpack.types import MigMode, Node
+
+VERSIONED = ("mem_free", "compute_free", "mig_used", "me_used", "cpu_free", "hmem_free", "foreign")
+
+
+@dataclass(eq=False)
+class Static:
+    """What does not change between versions of one cluster."""
+
+    nodes: tuple[Node, ...]
+    names: tuple[str, ...]
+    index: dict[str, int]
+    k: int
+    valid: np.ndarray  # (N,K) bool
+    healthy: np.ndarray  # (N,K) bool
+    model: np.ndarray  # (N,K) int16, index into `models`, -1 for no GPU
+    models: tuple[str, ...]
+    mem_total: np.ndarray  # (N,K) int32 MiB
+    mig_mode: np.ndarray  # (N,K) int8 MigMode
+    layout: np.ndarray  # (N,K) uint32: static MIG layouts as bits of (profile, start) placements
+    nvlink: np.ndarray  # (N,K,K) int16 link counts
+    pair: np.ndarray  # (N,K,K) int32 pair scores (100 per NVLink + PCIe points)
+    gpu_count: np.ndarray  # (N,) int16
+    cpu_total: np.ndarray  # (N,) int64 milli
+    hmem_total: np.ndarray  # (N,) int64 MiB
+    topo_id: np.ndarray  # (N,) int32: nodes with equal link matrices share an id
+    complete: np.ndarray  # (N,) bool: every GPU pair NVLinked (NVSwitch-like)
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def model_ok(self, models: frozenset[str]) -> np.ndarray:
+        """(N,K) mask of valid, healthy GPUs of an allowed model (any model when empty)."""
+        key = ("model_ok", models)
+        hit = self.cache.get(key)
+        if hit is None:
+            base = self.valid & self.healthy
+            if models:
+                allowed = [i for i, m in enumerate(self.models) if m in models]
+                base = base & np.isin(self.model, np.asarray(allowed, dtype=np.int16))
+            base.flags.writeable = False
+            hit = self.cache[key] = base
+        return hit
+
+
+class View:
+    """One version's columns, read inside Snapshot.read(); attribute access only."""
+
+    __slots__ = ("compute_free", "cpu_free", "foreign", "hmem_free", "me_used", "mem_free", "mig_used", "s")
+
+    def __init__(self, s: Static, cols: dict[str, np.ndarray]) -> None:
+        self.s = s
+        self.mem_free = cols["mem_free"]
+        self.compute_free = cols["compute_free"]
+        self.mig_used = cols["mig_used"]
+        self.me_used = cols["me_used"]
+        self.cpu_free = cols["cpu_free"]
+        self.hmem_free = cols["hmem_free"]
+        self.foreign = cols["foreign"]
+
+    def whole_free(self, models: frozenset[str] = frozenset()) -> np.ndarray:
+        """(N,K) GPUs free as whole GPUs: non-MIG, nothing shared on them."""
+        s = self.s
+        return (
+            s.model_ok(models)
+            & (s.mig_mode == MigMode.NONE)
+            & (self.mem_free == s.mem_total)
+            & (self.compute_free == FULL_MILLI)
+        )
+
+    def free_milli(self) -> np.ndarray:
+        """(N,K) usable fraction of each non-MIG GPU in milli: the scarcer of compute and memory."""
+        s = self.s
+        mem_part = (self.mem_free.astype(np.int64) * FULL_MILLI) // np.maximum(s.mem_total, 1)
+        out = np.minimum(self.compute_free.astype(np.int64), mem_part)
+        return np.where(s.valid & s.healthy & (s.mig_mode == MigMode.NONE), out, 0)
+
+
+_generations = itertools.count(1)
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """An immutable cluster state. Read columns with `with snap.read() as v:`."""
+
+    static: Static
+    _cols: Columns
+    _version: _Version
+    generation: int
+
+    @classmethod
+    def build(cls, nodes: Sequence[Node]) -> Snapshot:
+        return cls(*_build(tuple(nodes)), next(_generations))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.static.names
+
+    def node_index(self, name: str) -> int:
+        try:
+            return self.static.index[name]
+        except KeyError:
+            raise ValueError(f"node {name!r} is not in the snapshot") from None
+
+    def node(self, name: str) -> Node:
+        return self.static.nodes[self.node_index(name)]
+
+    @contextmanager
+    def read(self) -> Iterator[View]:
+        with self._cols.read(self._version) as cols:
+            yield View(self.static, dict(cols))
+
+    def derive(self, changes: Diff) -> Snapshot:
+        """A new snapshot with the given rows of the versioned columns replaced."""
+        return Snapshot(self.static, self._cols, self._cols.derive(self._version, changes), next(_generations))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the versioned columns (for comparing two snapshots)."""
+        with self._cols.read(self._version) as cols:
+            return {k: cols[k].copy() for k in VERSIONED}
+
+    def same_state(self, other: Snapshot) -> bool:
+        a, b = self.state(), other.state()
+        return self.static is other.static and all(np.array_equal(a[k], b[k]) for k in VERSIONED)
+
+    def nbytes(self) -> int:
+        """Bytes held in NumPy columns (static and versioned)."""
+        s = self.static
+        arrays = [s.valid, s.healthy, s.model, s.mem_total, s.mig_mode, s.layout, s.nvlink, s.pair,
+                  s.gpu_count, s.cpu_total, s.hmem_total, s.topo_id, s.complete]
+        with self._cols.read(self._version) as cols:
+            return sum(a.nbytes for a in arrays) + sum(cols[k].nbytes for k in VERSIONED)
+
+
+def _build(nodes: tuple[Node, ...]) -> tuple[Static, Columns, _Version]:
+    names = tuple(n.name for n in nodes)
+    index = {n: i for i, n in enumerate(names)}
+    if len(index) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"nodes: duplicate node name {dup!r}")
+    n_nodes = len(nodes)
+    k = max([len(n.gpus) for n in nodes] + [1])
+    valid = np.zeros((n_nodes, k), bool)
+    healthy = np.zeros((n_nodes, k), bool)
+    model = np.full((n_nodes, k), -1, np.int16)
+    mem_total = np.zeros((n_nodes, k), np.int32)
+    mig_mode = np.zeros((n_nodes, k), np.int8)
+    layout = np.zeros((n_nodes, k), np.uint32)
+    mig_used = np.zeros((n_nodes, k), np.uint8)
+    nvlink = np.zeros((n_nodes, k, k), np.int16)
+    pair = np.zeros((n_nodes, k, k), np.int32)
+    model_ids: dict[str, int] = {}
+    topo_ids: dict[tuple[tuple[int, ...], ...], int] = {}
+    topo_id = np.zeros(n_nodes, np.int32)
+    complete = np.zeros(n_nodes, bool)
+    for i, node in enumerate(nodes):
+        g = len(node.gpus)
+        for j, gpu in enumerate(node.gpus):
+            valid[i, j] = True
+            healthy[i, j] = gpu.healthy
+            model[i, j] = model_ids.setdefault(gpu.model, len(model_ids))
+            mem_total[i, j] = gpu.memory_mib
+            mig_mode[i, j] = int(gpu.mig_mode)
+            if gpu.mig_mode is MigMode.STATIC:
+                geom = lookup(gpu.model).mig  # type: ignore[union-attr]
+                assert geom is not None
+                bits = geom.placement_bits()
+                for inst in gpu.mig_instances:
+                    layout[i, j] |= np.uint32(1 << bits[(inst.profile, inst.start)])
+        if g:
+            nv = np.asarray(node.nvlink, np.int16)
+            nvlink[i, :g, :g] = nv
+            pair[i, :g, :g] = pair_scores(node.nvlink, node.pcie)
+            off = ~np.eye(g, dtype=bool)
+            complete[i] = bool(g == 1 or (nv[off] > 0).all())
+        topo_id[i] = topo_ids.setdefault(node.nvlink, len(topo_ids))
+    for a in (valid, healthy, model, mem_total, mig_mode, layout, nvlink, pair, topo_id, complete):
+        a.flags.writeable = False
+    gpu_count = valid.sum(axis=1).astype(np.int16)
+    cpu_total = np.asarray([n.cpu_milli for n in nodes], np.int64)
+    hmem_total = np.asarray([n.memory_mib for n in nodes], np.int64)
+    static = Static(
+        nodes, names, index, k, valid, healthy, model, tuple(model_ids), mem_total, mig_mode, layout,
+        nvlink, pair, gpu_count, cpu_total, hmem_total, topo_id, complete,
+    )
+    cols = Columns({
+        "mem_free": mem_total.copy(),
+        "compute_free": np.where(valid, FULL_MILLI, 0).astype(np.int16),
+        "mig_used": mig_used,
+        "me_used": np.zeros((n_nodes, k), bool),
+        "cpu_free": cpu_total.copy(),
+        "hmem_free": hmem_total.copy(),
+        "foreign": np.zeros(n_nodes, np.int16),
+    })
+    return static, cols, cols.root
