@@ -128,16 +128,16 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
         reason[sel] = code
         have[sel] = what if isinstance(what, int) else what[sel]
 
-    if d.kind is DemandKind.NONE:
-        return FitResult(snapshot, d, np.ones(n, bool), reason, have)
-    any_gpu = (s.valid & s.healthy).sum(axis=1)
-    mark(any_gpu == 0, Reason.NO_GPU, 0)
     model_ok = s.model_ok(d.models)
-    mark(model_ok.sum(axis=1) == 0, Reason.WRONG_MODEL, 0)
+    if d.kind is not DemandKind.NONE:  # a CPU-only demand needs no GPU, only CPU and memory
+        mark((s.valid & s.healthy).sum(axis=1) == 0, Reason.NO_GPU, 0)
+        mark(model_ok.sum(axis=1) == 0, Reason.WRONG_MODEL, 0)
     mark(s.cpu_total < d.cpu_milli, Reason.CPU_TOO_BIG, s.cpu_total)
     mark(s.hmem_total < d.host_memory_mib, Reason.MEMORY_TOO_BIG, s.hmem_total)
     busy: list[tuple[np.ndarray, Reason, np.ndarray]] = []
-    if d.kind is DemandKind.WHOLE:
+    if d.kind is DemandKind.NONE:
+        pass
+    elif d.kind is DemandKind.WHOLE:
         plain = (model_ok & (s.mig_mode == MigMode.NONE)).sum(axis=1)
         mark(plain < d.count, Reason.TOO_FEW_GPUS, plain)
         whole = v.whole_free(d.models)
