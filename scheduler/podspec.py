@@ -1,0 +1,239 @@
+"""Pod JSON -> what the pod asks of gpupack: the one pod translation, shared by extender and webhook.
+
+Reads GPU resources (`nvidia.com/gpu`, `nvidia.com/mig-<profile>`, `gpupack.io/gpu-memory` MiB,
+`gpupack.io/gpu-compute` percent) from limits (requests where limits are silent) and the
+annotations of DESIGN.md (gpu-fraction, gpu-memory, gpu-model, topology, pod-group). A pod that
+asks for something gpupack cannot serve raises InvalidPod with a message saying what to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from binpack import Demand, DemandKind, Topology
+from binpack.catalog import FULL_MILLI, largest_memory_mib, mig_profile_names
+from scheduler.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
+
+GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+MEMORY = "gpupack.io/gpu-memory"
+COMPUTE = "gpupack.io/gpu-compute"
+A_FRACTION = "gpupack.io/gpu-fraction"
+A_MEMORY = "gpupack.io/gpu-memory"
+A_MODEL = "gpupack.io/gpu-model"
+A_TOPOLOGY = "gpupack.io/topology"
+A_GROUP = "gpupack.io/pod-group"
+A_GROUP_MIN = "gpupack.io/pod-group-min"
+GPU_RESOURCES = (GPU, MEMORY, COMPUTE)
+
+
+class InvalidPod(ValueError):
+    """The pod's GPU request is malformed; the message says what to write instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerAsk:
+    """What one container asks: whole GPUs or MIG instances (`count`), or its part of a share."""
+
+    name: str
+    count: int = 0
+    memory_mib: int = 0
+    compute_milli: int = 0
+    init: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    """A pod as gpupack reads it."""
+
+    uid: str
+    namespace: str
+    name: str
+    demand: Demand
+    containers: tuple[ContainerAsk, ...]
+    group: str = ""
+    group_min: int = 0
+    priority: int = 0
+
+    @property
+    def managed(self) -> bool:
+        """Whether gpupack has anything to place for this pod."""
+        return self.demand.kind is not DemandKind.NONE
+
+
+def _resources(c: Mapping[str, Any]) -> dict[str, Any]:
+    res = c.get("resources") or {}
+    if not isinstance(res, Mapping):
+        raise InvalidPod(f"container {c.get('name')!r}: resources must be an object")
+    limits = res.get("limits") or {}
+    requests = res.get("requests") or {}
+    if not isinstance(limits, Mapping) or not isinstance(requests, Mapping):
+        raise InvalidPod(f"container {c.get('name')!r}: resources.limits/requests must be objects")
+    merged = dict(requests)
+    merged.update(limits)
+    return merged
+
+
+def gpu_resource_names(res: Mapping[str, Any]) -> list[str]:
+    return [k for k in res if k in GPU_RESOURCES or k.startswith(MIG_PREFIX)]
+
+
+def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tuple[ContainerAsk, str]:
+    name = str(c.get("name", ""))
+    res = _resources(c)
+    where = f"container {name!r}"
+    try:
+        whole = to_int(res[GPU]) if GPU in res else 0
+        mem = to_int(res[MEMORY]) if MEMORY in res else 0
+        comp_pct = parse_quantity(res[COMPUTE]) if COMPUTE in res else 0
+        migs = {k[len(MIG_PREFIX):]: to_int(v) for k, v in res.items() if k.startswith(MIG_PREFIX)}
+    except ValueError as e:
+        raise InvalidPod(f"{where}: {e}") from None
+    migs = {p: n for p, n in migs.items() if n > 0}
+    if whole < 0 or mem < 0 or comp_pct < 0:
+        raise InvalidPod(f"{where}: GPU resources must not be negative")
+    if len(migs) > 1:
+        raise InvalidPod(f"{where}: asks for several MIG profiles {sorted(migs)}; use one profile per pod")
+    for p in migs:
+        if p not in mig_profile_names():
+            raise InvalidPod(f"{where}: unknown MIG profile {p!r}; known: {', '.join(sorted(mig_profile_names()))}")
+    comp = int(comp_pct * 10)
+    if comp_pct and not 1 <= comp_pct <= 100:
+        raise InvalidPod(f"{where}: {COMPUTE} is a percent of one GPU, 1..100; got {comp_pct}")
+    kinds = [k for k, on in (("whole", whole), ("share", mem or comp), ("mig", migs)) if on]
+    if len(kinds) > 1:
+        raise InvalidPod(f"{where}: mixes {' and '.join(kinds)} GPU requests; ask for one kind per container "
+                         f"(e.g. only {GPU}, or only {MIG_PREFIX}<profile>, or only {MEMORY}/{COMPUTE})")
+    if kinds == ["mig"]:
+        (profile, n), = migs.items()
+        return ContainerAsk(name, count=n, init=init), f"mig:{profile}"
+    if kinds == ["whole"]:
+        return ContainerAsk(name, count=whole, init=init), "whole"
+    if kinds == ["share"]:
+        return ContainerAsk(name, memory_mib=mem, compute_milli=comp, init=init), "share"
+    return ContainerAsk(name, init=init), ""
+
+
+def _annotation_share(ann: Mapping[str, str]) -> tuple[int, int]:
+    """(memory MiB, compute milli) from the KAI-style annotations; (0, 0) when absent."""
+    mem = comp = 0
+    try:
+        if A_FRACTION in ann:
+            frac = parse_quantity(ann[A_FRACTION])
+            if not 0 < frac <= 1:
+                raise InvalidPod(f"{A_FRACTION}: a fraction of one GPU is in (0, 1]; got {ann[A_FRACTION]!r}; "
+                                 f"for more than one GPU ask for {GPU}")
+            comp = max(int(frac * FULL_MILLI), 1)
+        if A_MEMORY in ann:
+            mem = bytes_to_mib(ann[A_MEMORY])
+    except ValueError as e:
+        if isinstance(e, InvalidPod):
+            raise
+        raise InvalidPod(f"annotation: {e}") from None
+    return mem, comp
+
+
+def read_pod(pod: Mapping[str, Any]) -> PodRequest:
+    """The one pod -> PodRequest translation; InvalidPod on a malformed GPU request."""
+    if not isinstance(pod, Mapping):
+        raise InvalidPod("pod: not an object")
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
+        raise InvalidPod("pod: metadata and spec must be objects")
+    ann = meta.get("annotations") or {}
+    if not isinstance(ann, Mapping):
+        raise InvalidPod("pod: metadata.annotations must be an object")
+    asks: list[ContainerAsk] = []
+    kinds: set[str] = set()
+    cpu = mem = 0
+    init_cpu = init_mem = 0
+    for key, init in (("containers", False), ("initContainers", True)):
+        for c in spec.get(key) or []:
+            if not isinstance(c, Mapping):
+                raise InvalidPod(f"pod: {key} entries must be objects")
+            ask, kind = _container(c, init, ann)
+            res = _resources(c)
+            try:
+                c_cpu = to_milli(res["cpu"]) if "cpu" in res else 0
+                c_mem = bytes_to_mib(res["memory"]) if "memory" in res else 0
+            except ValueError as e:
+                raise InvalidPod(f"container {ask.name!r}: {e}") from None
+            if init:
+                init_cpu, init_mem = max(init_cpu, c_cpu), max(init_mem, c_mem)
+            else:
+                cpu, mem = cpu + c_cpu, mem + c_mem
+            if kind:
+                kinds.add(kind)
+                asks.append(ask)
+    if len(kinds) > 1:
+        raise InvalidPod(f"pod: containers ask for different kinds of GPU ({', '.join(sorted(kinds))}); "
+                         "a pod asks for one kind")
+    a_mem, a_comp = _annotation_share(ann)
+    if not kinds and (a_mem or a_comp):
+        kinds.add("share")
+        first = next((c for c in spec.get("containers") or [] if isinstance(c, Mapping)), {})
+        asks.append(ContainerAsk(str(first.get("name", "")), memory_mib=a_mem, compute_milli=a_comp))
+    common = _common(ann, max(cpu, init_cpu), max(mem, init_mem))
+    kind = next(iter(kinds), "")
+    app = [a for a in asks if not a.init]
+    inits = [a for a in asks if a.init]
+    try:
+        if kind == "whole":
+            n = max(sum(a.count for a in app), max((a.count for a in inits), default=0))
+            demand = Demand.whole(n, **common)
+        elif kind.startswith("mig:"):
+            n = max(sum(a.count for a in app), max((a.count for a in inits), default=0))
+            demand = Demand.mig(kind[4:], n, **{k: v for k, v in common.items() if k != "topology"})
+        elif kind == "share":
+            m = sum(a.memory_mib for a in asks) or a_mem
+            c = sum(a.compute_milli for a in asks) or a_comp
+            if c > FULL_MILLI:
+                raise InvalidPod(f"pod: shares add up to {c / 10:g}% of one GPU; at most 100%, or ask for {GPU}")
+            if m > largest_memory_mib():
+                raise InvalidPod(f"pod: {m} MiB of GPU memory is more than the largest GPU gpupack knows "
+                                 f"({largest_memory_mib()} MiB); ask for whole GPUs with {GPU}")
+            demand = Demand.share(m, c, **{k: v for k, v in common.items() if k != "topology"})
+        else:
+            demand = Demand.none(cpu_milli=common["cpu_milli"], host_memory_mib=common["host_memory_mib"])
+    except InvalidPod:
+        raise
+    except ValueError as e:
+        raise InvalidPod(str(e)) from None
+    group, group_min = _group(ann)
+    prio = spec.get("priority")
+    return PodRequest(
+        uid=str(meta.get("uid") or ""), namespace=str(meta.get("namespace") or ""), name=str(meta.get("name") or ""),
+        demand=demand, containers=tuple(asks), group=group, group_min=group_min,
+        priority=prio if isinstance(prio, int) and not isinstance(prio, bool) else 0,
+    )
+
+
+def _common(ann: Mapping[str, str], cpu: int, mem: int) -> dict[str, Any]:
+    models = frozenset(m.strip() for m in str(ann.get(A_MODEL, "")).split("|") if m.strip())
+    topo_raw = str(ann.get(A_TOPOLOGY, Topology.BEST_EFFORT.value)).strip() or Topology.BEST_EFFORT.value
+    try:
+        topo = Topology(topo_raw)
+    except ValueError:
+        raise InvalidPod(f"{A_TOPOLOGY}: {topo_raw!r} is not one of nvlink, best-effort") from None
+    return {"models": models, "topology": topo, "cpu_milli": cpu, "host_memory_mib": mem}
+
+
+def _group(ann: Mapping[str, str]) -> tuple[str, int]:
+    name = str(ann.get(A_GROUP, "")).strip()
+    raw = ann.get(A_GROUP_MIN)
+    if not name:
+        if raw is not None:
+            raise InvalidPod(f"{A_GROUP_MIN} is set without {A_GROUP}: name the group too")
+        return "", 0
+    if raw is None:
+        raise InvalidPod(f"{A_GROUP} {name!r} has no size: add {A_GROUP_MIN}: \"<members>\"")
+    try:
+        size = int(str(raw))
+    except ValueError:
+        raise InvalidPod(f"{A_GROUP_MIN}: {raw!r} is not a whole number") from None
+    if not 1 <= size <= 10000:
+        raise InvalidPod(f"{A_GROUP_MIN}: {size} is out of range 1..10000")
+    return name, size
