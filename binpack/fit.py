@@ -30,6 +30,7 @@ class Reason(IntEnum):
     SHARE_TOO_BIG = 7
     CPU_TOO_BIG = 8
     MEMORY_TOO_BIG = 9
+    NO_SHARE_GPU = 10
     RESOLVABLE = 20  # codes from here on may fit after evictions
     GPUS_BUSY = 21
     NVLINK_BUSY = 22
@@ -141,7 +142,8 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
         plain = (model_ok & (s.mig_mode == MigMode.NONE)).sum(axis=1)
         mark(plain < d.count, Reason.TOO_FEW_GPUS, plain)
         whole = v.whole_free(d.models)
-        free = whole.sum(axis=1) - v.foreign
+        # foreign pods hold unknown GPUs of any model: count them against the node, not the model
+        free = np.minimum(whole.sum(axis=1), v.whole_free().sum(axis=1) - v.foreign)
         if d.topology is Topology.NVLINK and d.count > 1:
             ever = _cliques(s, model_ok & (s.mig_mode == MigMode.NONE), np.ones(n, bool))
             mark(ever < d.count, Reason.NO_NVLINK_SET, ever)
@@ -152,6 +154,7 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
             busy.append((free < d.count, Reason.GPUS_BUSY, free))
     elif d.kind is DemandKind.SHARE:
         ok = model_ok & (s.mig_mode == MigMode.NONE)
+        mark(~ok.any(axis=1), Reason.NO_SHARE_GPU, 0)  # only MIG GPUs qualify: a share never fits
         biggest = np.where(ok, s.mem_total, 0).max(axis=1)
         mark(biggest < d.memory_mib, Reason.SHARE_TOO_BIG, biggest)
         can = share_gpus(v, d).any(axis=1)
@@ -211,6 +214,8 @@ def _message(s: Static, d: Demand, i: int, r: Reason, have: int) -> str:
         return f"needs MIG {d.mig_profile}; no GPU on node offers that profile"
     if r is Reason.TOO_FEW_MIG:
         return f"needs {n} MIG {d.mig_profile}; node can hold at most {have}"
+    if r is Reason.NO_SHARE_GPU:
+        return "needs a share of one GPU; every GPU that qualifies is in MIG mode (ask for a MIG profile)"
     if r is Reason.SHARE_TOO_BIG:
         return f"needs {d.memory_mib} MiB on one GPU; node's largest GPU has {have} MiB"
     if r in (Reason.CPU_TOO_BIG, Reason.CPU_BUSY):

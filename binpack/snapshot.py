@@ -44,7 +44,7 @@ class Static:
     gpu_count: np.ndarray  # (N,) int16
     cpu_total: np.ndarray  # (N,) int64 milli
     hmem_total: np.ndarray  # (N,) int64 MiB
-    topo_id: np.ndarray  # (N,) int32: nodes with equal link matrices share an id
+    topo_id: np.ndarray  # (N,) int32: nodes with equal NVLink and PCIe matrices share an id
     complete: np.ndarray  # (N,) bool: every GPU pair NVLinked (NVSwitch-like)
     cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -169,7 +169,7 @@ def _build(nodes: tuple[Node, ...]) -> tuple[Static, Columns, _Version]:
     nvlink = np.zeros((n_nodes, k, k), np.int16)
     pair = np.zeros((n_nodes, k, k), np.int32)
     model_ids: dict[str, int] = {}
-    topo_ids: dict[tuple[tuple[int, ...], ...], int] = {}
+    topo_ids: dict[tuple[object, object], int] = {}  # pair scores (memoised by topo_id) need both matrices
     topo_id = np.zeros(n_nodes, np.int32)
     complete = np.zeros(n_nodes, bool)
     for i, node in enumerate(nodes):
@@ -192,7 +192,7 @@ def _build(nodes: tuple[Node, ...]) -> tuple[Static, Columns, _Version]:
             pair[i, :g, :g] = pair_scores(node.nvlink, node.pcie)
             off = ~np.eye(g, dtype=bool)
             complete[i] = bool(g == 1 or (nv[off] > 0).all())
-        topo_id[i] = topo_ids.setdefault(node.nvlink, len(topo_ids))
+        topo_id[i] = topo_ids.setdefault((node.nvlink, node.pcie), len(topo_ids))
     for a in (valid, healthy, model, mem_total, mig_mode, layout, nvlink, pair, topo_id, complete):
         a.flags.writeable = False
     gpu_count = valid.sum(axis=1).astype(np.int16)

@@ -79,7 +79,10 @@ class Gpu:
         used = 0
         me = 0
         for inst in self.mig_instances:
-            prof = known.mig.profile(inst.profile)
+            if inst.profile not in known.mig.profiles:
+                raise ValueError(f"gpu.mig_instances: {self.model} has no MIG profile {inst.profile!r}; "
+                                 f"known: {sorted(known.mig.profiles)}")
+            prof = known.mig.profiles[inst.profile]
             if inst.start not in prof.starts:
                 raise ValueError(
                     f"gpu.mig_instances: {inst.profile} may start at {list(prof.starts)}, not {inst.start}"
@@ -165,6 +168,10 @@ class Demand:
             if not 1 <= self.count <= MAX_GPUS_PER_NODE:
                 raise ValueError(f"demand.count: whole GPUs must be 1..{MAX_GPUS_PER_NODE}, got {self.count}")
         elif self.kind is DemandKind.SHARE:
+            if self.count == 0:  # a share is always on one GPU; Demand(SHARE, ...) may leave count out
+                object.__setattr__(self, "count", 1)
+            if self.count != 1:
+                raise ValueError(f"demand.count: a share is on exactly one GPU, got {self.count}")
             if not 0 <= self.compute_milli <= FULL_MILLI:
                 raise ValueError(f"demand.compute_milli: a share is 1..{FULL_MILLI} milli, got {self.compute_milli}")
             if self.memory_mib == 0 and self.compute_milli == 0:
@@ -178,7 +185,10 @@ class Demand:
             if self.mig_profile not in mig_profile_names():
                 raise ValueError(f"demand.mig_profile: unknown MIG profile {self.mig_profile!r}")
             if not 1 <= self.count <= 7 * MAX_GPUS_PER_NODE:
-                raise ValueError(f"demand.count: MIG instances must be >= 1, got {self.count}")
+                raise ValueError(f"demand.count: MIG instances must be 1..{7 * MAX_GPUS_PER_NODE}, got {self.count}")
+            _check_profile_models(self.mig_profile, self.models)
+        elif self.kind is DemandKind.NONE and self.count:
+            raise ValueError(f"demand.count: a demand without GPUs has count 0, got {self.count}")
         if self.topology is Topology.NVLINK and self.kind is not DemandKind.WHOLE:
             raise ValueError("demand.topology: nvlink applies to whole-GPU demands only")
 
@@ -206,6 +216,15 @@ class Demand:
         if self.kind is DemandKind.SHARE:
             return self.compute_milli
         return 0
+
+
+def _check_profile_models(profile: str, models: frozenset[str]) -> None:
+    """A MIG demand restricted to models must name a profile one of them offers (e.g. no 1g.5gb on H100)."""
+    if not models:
+        return
+    offers = [m for m in models if (gm := lookup(m)) is not None and gm.mig is not None and profile in gm.mig.profiles]
+    if not offers:
+        raise ValueError(f"demand.mig_profile: {profile!r} is not a MIG profile of {'|'.join(sorted(models))}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Written in plain Python over the snapshot's Node objects and its free-capacity state, sharing no
 logic with fit/place/allocate: capacity per GPU and node, whole GPUs used alone, MIG placements
 legal (profile, start, static layout), disjoint and within the +me cap, allowed models, NVLink
-requirements, and that each placement gives its demand what it asked for.
+requirements, GPUs held by foreign pods (a count, devices unknown: the GPUs that look free must
+still outnumber them), and that each placement gives its demand what it asked for.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def validate(snapshot: Snapshot, placed: Sequence[tuple[Demand, Placement]]) -> 
                 errors.append(f"{where}: GPU {g} is {gpus[g].model}, not one of {sorted(d.models)}")
             return True
 
+        if p.kind is not d.kind:
+            errors.append(f"{where}: placement kind {p.kind.value} for a {d.kind.value} demand")
+        if d.kind is DemandKind.NONE and (p.gpus or p.mig):
+            errors.append(f"{where}: a demand without GPUs got devices")
         cpu[i] = cpu.get(i, int(state["cpu_free"][i])) - p.cpu_milli
         hmem[i] = hmem.get(i, int(state["hmem_free"][i])) - p.host_memory_mib
         if p.cpu_milli != d.cpu_milli or p.host_memory_mib != d.host_memory_mib:
@@ -121,4 +126,23 @@ def validate(snapshot: Snapshot, placed: Sequence[tuple[Demand, Placement]]) -> 
                     me[key] = True
         if cpu[i] < 0 or hmem[i] < 0:
             errors.append(f"{where}: node CPU or memory over capacity")
+    errors.extend(_foreign(snapshot, state, set(whole_by) | shared))
+    return errors
+
+
+def _foreign(snapshot: Snapshot, state: dict, taken: set[tuple[int, int]]) -> list[str]:
+    """Foreign pods hold `foreign` of the GPUs that look whole-free: new work may take only the rest."""
+    errors = []
+    for i in sorted({i for i, _ in taken}):
+        node = snapshot.static.nodes[i]
+        looks_free = [
+            g.index for g in node.gpus
+            if g.healthy and g.mig_mode is MigMode.NONE and int(state["mem_free"][i, g.index]) == g.memory_mib
+            and int(state["compute_free"][i, g.index]) == FULL_MILLI
+        ]
+        foreign = int(state["foreign"][i])
+        used = sum((i, g) in taken for g in looks_free)
+        if used > max(0, len(looks_free) - foreign):
+            errors.append(f"node {node.name}: takes {used} of {len(looks_free)} free-looking GPUs, "
+                          f"but pods gpupack did not place hold {foreign} of them")
     return errors
