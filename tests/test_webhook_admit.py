@@ -1,0 +1,219 @@
+"""Admission policy and the JSONPatch builder, table-driven on hand-made pods."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from binpack.catalog import CATALOG, canonical_model
+from scheduler.podspec import read_pod
+from webhook.admit import Decision, Policy, admit
+from webhook.patch import TOLERATION, escape, pointer
+from webhook.products import GFD_PRODUCTS, PRODUCT_LABEL, is_label_value, product_values
+
+POLICY = Policy()
+
+
+def ctr(*parts: str | dict[str, str], env: list[Any] | None = None) -> dict[str, Any]:
+    """A container: its name (default main) and GPU limits, copied to requests as the apiserver does."""
+    name = next((x for x in parts if isinstance(x, str)), "main")
+    lim = next((x for x in parts if isinstance(x, dict)), {})
+    c: dict[str, Any] = {"name": name, "image": "cuda", "resources": {"limits": lim, "requests": {"cpu": "1", **lim}}}
+    if env is not None:
+        c["env"] = env
+    return c
+
+
+def pod(*containers: dict[str, Any], ann: dict[str, str] | None = None, init: list[dict[str, Any]] | None = None,
+        **spec: Any) -> dict[str, Any]:
+    s: dict[str, Any] = {"containers": list(containers), "schedulerName": "default-scheduler", **spec}
+    if init:
+        s["initContainers"] = init
+    meta: dict[str, Any] = {"generateName": "job-", "namespace": "ns"}
+    if ann is not None:
+        meta["annotations"] = ann
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": s}
+
+
+def apply(p: dict[str, Any], d: Decision) -> dict[str, Any]:
+    assert d.allowed, d.message
+    out = jsonpatch.apply_patch(copy.deepcopy(p), list(d.patch))
+    assert admit(out, POLICY).patch == ()  # idempotent
+    assert read_pod(out).demand == read_pod(p).demand
+    return out
+
+
+def env_of(p: dict[str, Any], name: str, key: str = "containers") -> dict[str, str]:
+    c = next(c for c in p["spec"][key] if c["name"] == name)
+    return {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] if "valueFrom" in e else e["value"]
+            for e in c.get("env", [])}
+
+
+GPU = {"nvidia.com/gpu": "1"}
+DENIALS = [
+    ("share over 100%", pod(ctr({"gpupack.io/gpu-compute": "150"})), "1..100"),
+    ("share under 1%", pod(ctr({"gpupack.io/gpu-compute": "500m"})), "1..100"),
+    ("fraction over 1", pod(ctr(), ann={"gpupack.io/gpu-fraction": "1.5"}), "ask for nvidia.com/gpu"),
+    ("fraction under 1%", pod(ctr(), ann={"gpupack.io/gpu-fraction": "0.005"}), "write at least 0.01"),
+    ("fraction finer than 1%", pod(ctr(), ann={"gpupack.io/gpu-fraction": "0.333"}), "write 0.33 or 0.34"),
+    ("unknown MIG profile", pod(ctr({"nvidia.com/mig-9g.99gb": "1"})), "unknown MIG profile"),
+    ("MIG with whole GPUs", pod(ctr({"nvidia.com/mig-1g.10gb": "1", "nvidia.com/gpu": "1"})),
+     "one kind per container"),
+    ("requests != limits", pod({"name": "m", "resources": {"limits": {"nvidia.com/gpu": "1"},
+                                                          "requests": {"nvidia.com/gpu": "2"}}}),
+     "make requests equal to limits"),
+    ("requests without limits", pod({"name": "m", "resources": {"requests": {"gpupack.io/gpu-memory": "100"}}}),
+     "write it under limits"),
+    ("memory beyond the largest GPU", pod(ctr({"gpupack.io/gpu-memory": "999999"})), "ask for whole GPUs"),
+    ("memory annotation beyond", pod(ctr(), ann={"gpupack.io/gpu-memory": "1Ti"}), "largest GPU"),
+    ("pod group without size", pod(ctr(GPU), ann={"gpupack.io/pod-group": "g"}), "gpupack.io/pod-group-min"),
+    ("more GPUs than a node", pod(ctr({"nvidia.com/gpu": "9"})), "max per node is 8"),
+    ("bad topology", pod(ctr(GPU), ann={"gpupack.io/topology": "ring"}), "nvlink, best-effort"),
+    ("container name too long", pod(ctr("c" * 48, GPU)), "at most 47 characters"),
+    ("share name too long", pod(ctr("c" * 42, {"gpupack.io/gpu-compute": "10"})), "at most 41 characters"),
+]
+
+
+@pytest.mark.parametrize(("why", "p", "hint"), DENIALS, ids=[d[0] for d in DENIALS])
+def test_denials_say_what_to_write(why: str, p: dict[str, Any], hint: str) -> None:
+    d = admit(p, POLICY)
+    assert not d.allowed and d.result == "denied" and d.patch == ()
+    assert d.message.startswith("gpupack: ") and hint in d.message, d.message
+
+
+@pytest.mark.parametrize("p", [
+    pod(ctr()),
+    pod(ctr({"nvidia.com/gpu": "0"})),
+    pod(ctr(), ann={"gpupack.io/pod-group": "g"}),  # malformed gpupack annotations on a CPU pod: still allowed
+    pod(ctr(), ann={"gpupack.io/topology": "ring"}),
+    pod(ctr(), schedulerName="my-scheduler"),
+    {"metadata": {}, "spec": {"containers": "not a list"}},
+])
+def test_no_gpu_is_allowed_untouched(p: dict[str, Any]) -> None:
+    d = admit(p, POLICY)
+    assert d.allowed and d.patch == () and d.result == "skipped"
+
+
+def test_whole_gpus_two_containers_and_init_get_their_own_devices() -> None:
+    p = pod(ctr("a", GPU, env=[{"name": "KEEP", "value": "1"}]), ctr("b", {"nvidia.com/gpu": "2"}), ctr("cpu"),
+            init=[ctr("warm", GPU)])
+    out = apply(p, admit(p, POLICY))
+    assert out["spec"]["schedulerName"] == "gpupack-scheduler"
+    assert env_of(out, "a") == {"KEEP": "1",
+                                "NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.a']"}
+    assert env_of(out, "b")["NVIDIA_VISIBLE_DEVICES"] == "metadata.annotations['gpupack.io/visible-devices.b']"
+    assert env_of(out, "warm", "initContainers") == {
+        "NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.warm']"}
+    assert env_of(out, "cpu") == {}
+    assert out["spec"]["tolerations"] == [dict(TOLERATION)]
+
+
+def test_user_visible_devices_is_replaced_with_a_warning() -> None:
+    p = pod(ctr(GPU, env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]))
+    d = admit(p, POLICY)
+    out = apply(p, d)
+    assert env_of(out, "main") == {"NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.main']"}
+    assert any("NVIDIA_VISIBLE_DEVICES replaced" in w for w in d.warnings)
+
+
+def test_share_containers_get_mps_env_only_for_what_they_ask() -> None:
+    p = pod(ctr("mem", {"gpupack.io/gpu-memory": "1024"}),
+            ctr("both", {"gpupack.io/gpu-memory": "1024", "gpupack.io/gpu-compute": "20"}))
+    out = apply(p, admit(p, POLICY))
+    assert set(env_of(out, "mem")) == {"NVIDIA_VISIBLE_DEVICES", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"}
+    assert env_of(out, "both")["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == \
+        "metadata.annotations['gpupack.io/mps-thread-percentage.both']"
+
+
+def test_fraction_rewrite_with_no_resources_at_all() -> None:
+    p = pod({"name": "main", "image": "x"}, ctr("side"), ann={"gpupack.io/gpu-fraction": "0.25"})
+    out = apply(p, admit(p, POLICY))
+    assert out["spec"]["containers"][0]["resources"] == {"limits": {"gpupack.io/gpu-compute": "25"},
+                                                         "requests": {"gpupack.io/gpu-compute": "25"}}
+    assert read_pod(out).demand.compute_milli == 250
+
+
+def test_model_affinity_is_anded_into_every_term() -> None:
+    terms = [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]
+    aff = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+    p = pod(ctr(GPU), ann={"gpupack.io/gpu-model": "A100-SXM4-80GB|h100"}, affinity=aff)
+    out = apply(p, admit(p, POLICY))
+    got = out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(got) == 2
+    for t in got:
+        expr = next(e for e in t["matchExpressions"] if e["key"] == PRODUCT_LABEL)
+        assert {"NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"} <= set(expr["values"])
+    assert got[0]["matchExpressions"][0]["key"] == "zone"
+
+
+def test_model_affinity_on_a_pod_without_affinity_and_switch_off() -> None:
+    p = pod(ctr(GPU), ann={"gpupack.io/gpu-model": "T4"})
+    out = apply(p, admit(p, POLICY))
+    expr = out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expr["values"] == ["NVIDIA-T4", "T4", "Tesla-T4", "Tesla-T4-SHARED"]
+    off = admit(p, Policy(model_affinity=False))
+    assert all("/spec/affinity" not in op["path"] for op in off.patch)
+
+
+def test_other_scheduler_left_alone_with_a_warning() -> None:
+    d = admit(pod(ctr(GPU), schedulerName="volcano"), POLICY)
+    assert d.allowed and d.patch == () and "volcano" in d.warnings[0]
+    d = admit(pod(ctr({"nvidia.com/gpu": "99"}), schedulerName="volcano"), POLICY)
+    assert d.allowed  # not gpupack's pod: not gpupack's to refuse
+
+
+def test_configured_names_and_runtime_class() -> None:
+    p = pod(ctr(GPU))
+    del p["spec"]["schedulerName"]
+    del p["metadata"]["generateName"]
+    policy = Policy(scheduler_name="gpu-sched", runtime_class="nvidia")
+    d = admit(p, policy)
+    out = jsonpatch.apply_patch(p, list(d.patch))
+    assert (out["spec"]["schedulerName"], out["spec"]["runtimeClassName"]) == ("gpu-sched", "nvidia")
+    assert admit(out, policy).patch == ()
+    kept = admit(pod(ctr(GPU), runtimeClassName="kata"), policy)
+    assert all(op["path"] != "/spec/runtimeClassName" for op in kept.patch)
+    assert any("kata" in w for w in kept.warnings)
+
+
+@pytest.mark.parametrize("tol", [
+    {"operator": "Exists"},
+    {"key": "nvidia.com/gpu", "operator": "Exists"},
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+])
+def test_existing_toleration_that_covers_the_taint(tol: dict[str, str]) -> None:
+    d = admit(pod(ctr(GPU), tolerations=[tol]), POLICY)
+    assert all(not op["path"].startswith("/spec/tolerations") for op in d.patch)
+
+
+def test_equal_toleration_does_not_cover_any_value() -> None:
+    d = admit(pod(ctr(GPU), tolerations=[{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                            "effect": "NoSchedule"}]), POLICY)
+    assert {"op": "add", "path": "/spec/tolerations/-", "value": dict(TOLERATION)} in d.patch
+
+
+def test_rfc6901_escaping() -> None:
+    assert escape("nvidia.com/gpu") == "nvidia.com~1gpu"
+    assert escape("a~/b") == "a~0~1b"
+    assert pointer("metadata", "annotations", "gpupack.io/mutated") == "/metadata/annotations/gpupack.io~1mutated"
+    doc = {"a~/b": {"x/y": 1}}
+    assert jsonpatch.apply_patch(doc, [{"op": "replace", "path": pointer("a~/b", "x/y"), "value": 2}]) == \
+        {"a~/b": {"x/y": 2}}
+
+
+def test_gfd_products_fold_back_to_their_catalog_model() -> None:
+    assert set(GFD_PRODUCTS) == set(CATALOG)
+    for model, values in GFD_PRODUCTS.items():
+        for v in values:
+            assert canonical_model(v) == model, v
+            assert is_label_value(v), v
+
+
+def test_product_values_for_unknown_and_odd_models() -> None:
+    assert product_values(["RTX 4090"]) == ("NVIDIA-RTX-4090", "RTX-4090")
+    assert product_values(["bad|value", " "]) == ()  # never a label value the apiserver would refuse
