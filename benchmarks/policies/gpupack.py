@@ -1,0 +1,66 @@
+"""gpupack: binpack's scoring, through the code path the extender uses.
+
+Per task: the MixLearner observes the task's demand first (online, no future knowledge), then
+fit -> score against the learned mix -> the first node with the highest float score -> place ->
+allocate on a binpack Snapshot built from the same nodes in the same tie-break order. openb's
+undisclosed models (G2, G3...) are unknown to binpack's catalog: their GPUs are given 16 GiB
+(UNKNOWN_MEMORY_MIB); trace shares ask for compute only, so the figure never decides a fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.cluster import Choice, Task
+from benchmarks.policies.base import Context
+from benchmarks.trace import FULL, NodeTable
+from binpack import Demand, MixLearner, Snapshot, allocate, fit, lookup, place, score
+from binpack.types import Gpu, Node
+
+UNKNOWN_MEMORY_MIB = 16384
+
+
+def binpack_nodes(nodes: NodeTable, order: np.ndarray) -> list[Node]:
+    """The node table as binpack Nodes, in the given order (no NVLink: openb publishes no links)."""
+    out = []
+    for i in order.tolist():
+        model = nodes.models[nodes.model[i]] if nodes.gpus[i] else ""
+        mem = 0 if model and lookup(model) else UNKNOWN_MEMORY_MIB
+        gpus = tuple(Gpu(g, model, memory_mib=mem) for g in range(int(nodes.gpus[i])))
+        out.append(Node(nodes.names[i], gpus, int(nodes.cpu[i]), int(nodes.mem[i])))
+    return out
+
+
+def demand_of(t: Task) -> Demand:
+    """The trace task as the demand the extender would build for the same pod."""
+    if t.num_gpu == 0:
+        return Demand.none(cpu_milli=t.cpu, host_memory_mib=t.mem)
+    if t.num_gpu > 1 or t.milli == FULL:
+        return Demand.whole(t.num_gpu, models=t.models, cpu_milli=t.cpu, host_memory_mib=t.mem)
+    return Demand.share(compute_milli=t.milli, models=t.models, cpu_milli=t.cpu, host_memory_mib=t.mem)
+
+
+class Gpupack:
+    name = "gpupack"
+
+    def __init__(self, ctx: Context) -> None:
+        self.snap = Snapshot.build(binpack_nodes(ctx.nodes, ctx.state.order))
+        self.learner = MixLearner()
+        self.demands: dict[int, Demand] = {}  # per pod row: the demand is computed once
+
+    def choose(self, t: Task, rows: np.ndarray) -> Choice | None:
+        d = self.demands.get(t.row)
+        if d is None:
+            d = self.demands[t.row] = demand_of(t)
+        self.learner.observe(d)
+        verdict = fit(self.snap, d)
+        if not verdict.fits.any():
+            return None
+        mix = self.learner.mix()
+        scores = score(verdict, mix)
+        best = int(np.argmax(scores.value))
+        p = place(self.snap, d, self.snap.names[best], mix)
+        if p is None:
+            return None
+        self.snap = allocate(self.snap, p)
+        return Choice(best, tuple(p.gpus))
