@@ -43,27 +43,52 @@ def best_set(
     pair: np.ndarray, nvlink: np.ndarray, free: Sequence[int], k: int, require_nvlink: bool
 ) -> tuple[int, ...] | None:
     """The k free GPUs with the highest set score; among equals the one whose leftover free GPUs
-    keep the highest score among themselves, then the lowest indices. None if no set qualifies."""
-    best: tuple[int, int, tuple[int, ...]] | None = None
+    keep the highest score among themselves, then the lowest indices. None if no set qualifies.
+
+    Exhaustive like go-gpuallocator's best-effort policy (C(16, 8) sets at most), in plain ints:
+    a set's score is the sum of its members' scores towards the rest of the set, so the leftover
+    score is total - score(set) - cut(set, rest), all from one per-GPU row sum."""
     free = sorted(free)
+    if not 0 < k <= len(free):
+        return None
+    p = [[int(x) for x in row] for row in pair]
+    linked = [[int(x) > 0 for x in row] for row in nvlink]
+    towards_free = {g: sum(p[g][h] for h in free) for g in free}
+    total = sum(towards_free.values()) // 2
+    best: tuple[int, int] | None = None
+    chosen: tuple[int, ...] | None = None
     for combo in itertools.combinations(free, k):
-        if require_nvlink and not all_linked(nvlink, combo):
+        if require_nvlink and not all(linked[a][b] for a, b in itertools.combinations(combo, 2)):
             continue
-        rest = [g for g in free if g not in combo]
-        key = (set_score(pair, combo), set_score(pair, rest) if len(rest) > 1 else 0)
-        if best is None or key > best[:2]:
-            best = (key[0], key[1], combo)
-    return None if best is None else best[2]
+        inner = sum(p[a][b] for a, b in itertools.combinations(combo, 2))
+        # towards_free summed over the set counts inner twice plus every edge to the leftover once
+        cut = sum(towards_free[g] for g in combo) - 2 * inner
+        key = (inner, total - inner - cut)
+        if best is None or key > best:
+            best, chosen = key, combo
+    return chosen
 
 
 def largest_clique(nvlink: np.ndarray, free: Sequence[int]) -> int:
-    """Size of the largest subset of `free` whose every pair has an NVLink."""
+    """Size of the largest subset of `free` whose every pair has an NVLink (branch and bound on bit sets)."""
     free = sorted(free)
-    for size in range(len(free), 1, -1):
-        for combo in itertools.combinations(free, size):
-            if all_linked(nvlink, combo):
-                return size
-    return min(len(free), 1)
+    if len(free) <= 1:
+        return len(free)
+    adj = {g: sum(1 << h for h in free if h != g and nvlink[g, h] > 0) for g in free}
+    best = 1
+
+    def grow(size: int, cand: int) -> None:
+        nonlocal best
+        while cand:
+            if size + cand.bit_count() <= best:
+                return  # even taking every candidate cannot beat the best so far
+            g = cand.bit_length() - 1
+            cand &= ~(1 << g)
+            grow(size + 1, cand & adj[g])
+        best = max(best, size)
+
+    grow(0, sum(1 << g for g in free))
+    return best
 
 
 # Reference boards (../shared/reference/topology.md), as (nvlink, pcie) matrices.
