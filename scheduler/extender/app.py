@@ -1,0 +1,70 @@
+"""The FastAPI app: wires state, watcher, binder, engine and metrics, and runs the watch in its lifespan.
+
+`create_app(settings)` picks the cluster source from the settings (live: kubeconfig or in-cluster;
+standalone: a cluster file; demo: the embedded cluster), both of the latter served by the in-memory
+API so that bind books and records pods exactly as in a cluster. Tests pass their own `api`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from scheduler.extender.metrics import Metrics
+from scheduler.extender.routes import Deps, build_router
+from scheduler.extender.verdicts import Engine
+from scheduler.settings import Settings
+from scheduler.state.binder import Binder
+from scheduler.state.cluster import ClusterState
+from scheduler.state.kubeapi import KubeApi, KubernetesApi
+from scheduler.state.memapi import MemoryApi
+from scheduler.state.standalone import demo_objects, load_cluster
+from scheduler.state.watch import Watcher, WatchSettings
+
+log = logging.getLogger("gpupack")
+
+
+def make_api(settings: Settings, state: ClusterState) -> KubeApi:
+    """The cluster source the settings name."""
+    if settings.mode == "live":
+        kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
+        return KubernetesApi(kubeconfig, settings.in_cluster, settings.api_timeout_s)
+    nodes, pods = load_cluster(settings.cluster) if settings.cluster else (demo_objects(), [])
+    # no API server holds the pods kube-scheduler asks about: bind adopts the pod filter was sent
+    return MemoryApi(nodes, pods, adopt=state.raw_pod)
+
+
+def create_app(settings: Settings | None = None, api: KubeApi | None = None,
+               state: ClusterState | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = state or ClusterState(settings.assume_ttl_s, mix_refresh_s=settings.mix_refresh_s)
+    api = api or make_api(settings, state)
+    metrics = Metrics(state)
+    state.on_event_lag = metrics.event_lag.observe
+    binder = Binder(state, api, on_result=lambda r: metrics.binds.labels(r.outcome).inc())
+    watcher = Watcher(api, state, WatchSettings(settings.watch_timeout_s, settings.backoff_initial_s,
+                                                settings.backoff_max_s),
+                      on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc())
+    engine = Engine()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("gpupack extender: %s mode, verbs at %s/{filter,prioritize,bind,preempt}",
+                 settings.mode, settings.url_prefix or "")
+        watcher.start()
+        try:
+            yield
+        finally:
+            watcher.stop()
+
+    app = FastAPI(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    deps = Deps(state, engine, binder, metrics, settings.max_body_bytes)
+    app.include_router(build_router(deps, settings.url_prefix))
+    app.state.gpupack = deps
+    app.state.watcher = watcher
+    app.state.api = api
+    return app

@@ -1,0 +1,155 @@
+"""The HTTP verbs: filter, prioritize, bind, preempt, and /healthz, /readyz, /metrics.
+
+Each verb reads the raw body (capped: 413 past the limit), parses it with wire.py, answers its own
+result type with orjson, and never lets an exception out as a 500 with a traceback: a body of the
+wrong shape is a 400 carrying `Error`, an unexpected failure is the result type with `Error` set.
+filter, prioritize and preempt are CPU-only and run on the event loop; bind makes API calls and
+runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from scheduler.extender import wire
+from scheduler.extender.metrics import Metrics
+from scheduler.extender.preempt import preempt
+from scheduler.extender.verdicts import PREFIX, Engine
+from scheduler.podspec import InvalidPod, PodRequest
+from scheduler.state.binder import Binder
+from scheduler.state.cluster import ClusterState
+
+log = logging.getLogger("gpupack.extender")
+JSON = "application/json"
+NOT_READY = PREFIX + "not ready: the cluster state is still being listed"
+
+
+class TooLarge(Exception):
+    pass
+
+
+@dataclass
+class Deps:
+    state: ClusterState
+    engine: Engine
+    binder: Binder
+    metrics: Metrics
+    max_body: int
+
+
+async def _body(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise TooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(content=body, status_code=status, media_type=JSON)
+
+
+def build_router(deps: Deps, prefix: str) -> APIRouter:
+    router = APIRouter()
+    state, engine, metrics = deps.state, deps.engine, deps.metrics
+
+    def verb(name: str, bad: Callable[[str], bytes]) -> Callable[[Callable[[bytes], Awaitable[Response]]],
+                                                               Callable[[Request], Awaitable[Response]]]:
+        """Wrap a verb: body cap, 400 on WireError, result type with Error on anything unexpected, timing."""
+
+        def wrap(fn: Callable[[bytes], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+            async def handler(request: Request) -> Response:
+                t0 = time.perf_counter()
+                try:
+                    body = await _body(request, deps.max_body)
+                    resp = await fn(body)
+                except TooLarge:
+                    metrics.bad_requests.labels(name, "413").inc()
+                    resp = _json(bad(f"{PREFIX}request body over {deps.max_body} bytes"), 413)
+                except wire.WireError as e:
+                    metrics.bad_requests.labels(name, "400").inc()
+                    resp = _json(bad(f"{PREFIX}bad {name} request: {e}"), 400)
+                except Exception as e:  # a bug must still answer the result type, not a traceback
+                    log.exception("%s failed", name)
+                    resp = _json(bad(f"{PREFIX}internal error in {name}: {type(e).__name__}: {e}"))
+                metrics.latency.labels(name).observe(time.perf_counter() - t0)
+                return resp
+
+            router.add_api_route(f"{prefix}/{name}", handler, methods=["POST"], name=name)
+            return handler
+
+        return wrap
+
+    def pod_request(pod: dict[str, object]) -> tuple[PodRequest | None, str]:
+        try:
+            return state.request(pod), ""
+        except InvalidPod as e:
+            return None, str(e)
+
+    @verb("filter", lambda m: wire.filter_error(m))
+    async def _filter(body: bytes) -> Response:
+        args = wire.parse_args(body)
+        view = state.view()
+        if not view.ready:
+            return _json(wire.filter_error(NOT_READY, args.items is None))
+        req, invalid = pod_request(args.pod)
+        out = engine.filter(view, req, invalid, args.names)
+        for reason, n in out.reasons.items():
+            metrics.rejections.labels(reason).inc(n)
+        return _json(wire.filter_result(args, out.passed, out.failed, out.unresolvable))
+
+    @verb("prioritize", lambda m: b"[]")
+    async def _prioritize(body: bytes) -> Response:
+        args = wire.parse_args(body)
+        view = state.view()
+        req, _ = pod_request(args.pod)
+        scores = engine.prioritize(view, req, args.names) if view.ready else [0] * len(args.names)
+        return _json(wire.prioritize_result(args.names, scores))
+
+    @verb("bind", wire.binding_result)
+    async def _bind(body: bytes) -> Response:
+        args = wire.parse_binding(body)
+        if not state.ready:
+            return _json(wire.binding_result(NOT_READY))
+        result = await run_in_threadpool(deps.binder.bind, args.namespace, args.name, args.uid, args.node)
+        return _json(wire.binding_result(result.error))
+
+    @verb("preempt", lambda m: wire.preemption_result({}, m))
+    async def _preempt(body: bytes) -> Response:
+        args = wire.parse_preemption(body)
+        view = state.view()
+        req, _ = pod_request(args.pod)
+        echo = {n: ([v.uid for v in vs], pdb) for n, (vs, pdb) in args.victims.items()}
+        if req is None:
+            return _json(wire.preemption_result({}))  # a pod no node can take: evicting helps nowhere
+        if not req.managed or not view.ready:
+            return _json(wire.preemption_result(echo))  # gpupack has no say: leave the proposal as it is
+        return _json(wire.preemption_result(preempt(state, view, req.demand, args.victims)))
+
+    @router.get("/healthz")
+    async def healthz() -> Response:
+        return _json(b'{"ok":true}')
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        ready = state.ready
+        return _json(orjson.dumps({"ready": ready, **state.synced}), 200 if ready else 503)
+
+    @router.get("/metrics")
+    async def prom() -> Response:
+        return Response(content=metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return router

@@ -1,0 +1,170 @@
+"""filter and prioritize on a state view: binpack's vectorised fit/score, mapped onto the request's nodes.
+
+A fit is computed once per (demand, snapshot generation) and a score once per (demand, generation,
+mix version), then reused by every pod with the same demand and by prioritize after filter (the
+pod's demand itself is parsed once per UID by ClusterState.request). Request node names become
+snapshot rows with one dict lookup each into a NumPy array; reasons are worded once per distinct
+(reason, amount) and shared by every node that has them, so 5,000 failing nodes cost no more than
+a few distinct sentences. Messages start with "gpupack: " so `kubectl describe pod` says who spoke.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+
+import numpy as np
+
+from binpack import Demand, FitResult, Reason, fit, score
+from binpack.score import MAX_SCORE
+from scheduler.podspec import PodRequest
+from scheduler.state.cluster import StateView
+
+PREFIX = "gpupack: "
+UNKNOWN = PREFIX + "unknown to gpupack (no inventory yet)"
+NEUTRAL = MAX_SCORE // 2
+
+# a hook may hold a pod back before any node is looked at (e.g. a pod group not complete yet)
+FilterHook = Callable[[PodRequest, StateView], str | None]
+
+
+@dataclass
+class FilterOutcome:
+    passed: list[int]  # positions in the request's node list
+    failed: dict[str, str] = field(default_factory=dict)
+    unresolvable: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason (a metric)
+
+
+class _Lru(OrderedDict[object, object]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: object, value: object) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class Engine:
+    """The verbs' arithmetic, with the fit and score caches."""
+
+    def __init__(self, cache_size: int = 256) -> None:
+        self._fits = _Lru(cache_size)
+        self._scores = _Lru(cache_size)
+        self._lock = threading.Lock()
+        self.hooks: list[FilterHook] = []
+
+    def fit(self, view: StateView, demand: Demand) -> FitResult:
+        key = (demand, view.snapshot.generation)
+        with self._lock:
+            hit = self._fits.get(key)
+        if hit is None:
+            hit = fit(view.snapshot, demand)
+            with self._lock:
+                self._fits.put(key, hit)
+        return hit  # type: ignore[return-value]
+
+    def values(self, view: StateView, demand: Demand) -> np.ndarray:
+        """Float scores for every snapshot node (-inf where the demand does not fit)."""
+        key = (demand, view.snapshot.generation, view.mix.version, len(view.mix))
+        with self._lock:
+            hit = self._scores.get(key)
+        if hit is None:
+            hit = score(self.fit(view, demand), view.mix).value
+            with self._lock:
+                self._scores.put(key, hit)
+        return hit  # type: ignore[return-value]
+
+    # -- filter -----------------------------------------------------------------------------------------
+    def filter(self, view: StateView, req: PodRequest | None, invalid: str, names: Sequence[str]) -> FilterOutcome:
+        """Which of `names` pass; the others with a reason, split by whether preemption could help."""
+        if req is None:  # a malformed request: no node can ever take it as written
+            msg = PREFIX + invalid
+            return FilterOutcome([], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
+        if not req.managed:
+            return FilterOutcome(list(range(len(names))))
+        for hook in self.hooks:
+            held = hook(req, view)
+            if held:
+                return FilterOutcome([], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
+        rows = self.rows(view, names)
+        verdict = self.fit(view, req.demand)
+        out = FilterOutcome([])
+        known = rows >= 0
+        ok = np.zeros(len(names), bool)
+        ok[known] = verdict.fits[rows[known]]
+        out.passed = np.flatnonzero(ok).tolist()
+        self._unknown(view, names, np.flatnonzero(~known), out)
+        bad = np.flatnonzero(known & ~ok)
+        if len(bad):
+            self._reasons(verdict, rows[bad], [names[j] for j in bad.tolist()], out)
+        return out
+
+    @staticmethod
+    def rows(view: StateView, names: Sequence[str]) -> np.ndarray:
+        """Snapshot row of each name, -1 where gpupack does not know the node."""
+        index = view.snapshot.static.index
+        return np.fromiter(map(index.get, names, repeat(-1)), np.int64, len(names))
+
+    @staticmethod
+    def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome) -> None:
+        for j in pos.tolist():
+            n = names[j]
+            why = view.invalid.get(n)
+            if why is None:
+                out.failed[n] = UNKNOWN  # may be known soon (the watch is behind): not final
+                out.reasons["unknown_node"] = out.reasons.get("unknown_node", 0) + 1
+            else:
+                out.unresolvable[n] = f"{PREFIX}inventory unreadable: {why}"
+                out.reasons["invalid_inventory"] = out.reasons.get("invalid_inventory", 0) + 1
+
+    @staticmethod
+    def _reasons(verdict: FitResult, rows: np.ndarray, names: list[str], out: FilterOutcome) -> None:
+        reason = verdict.reason[rows].astype(np.int64)
+        have = np.clip(verdict.have[rows], 0, (1 << 40) - 1)
+        sig = np.where(reason == Reason.WRONG_MODEL, _model_sig(verdict)[rows], 0)
+        key = (reason << 56) | (sig << 40) | have
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        words = [PREFIX + verdict.message(int(rows[f])) for f in first.tolist()]
+        msgs = [words[k] for k in inv.tolist()]
+        resolvable = verdict.resolvable[rows].tolist()
+        for n, m, r in zip(names, msgs, resolvable, strict=True):
+            (out.failed if r else out.unresolvable)[n] = m
+        codes, counts = np.unique(reason, return_counts=True)
+        for c, k in zip(codes.tolist(), counts.tolist(), strict=True):
+            label = Reason(c).name.lower()
+            out.reasons[label] = out.reasons.get(label, 0) + k
+
+    # -- prioritize -------------------------------------------------------------------------------------
+    def prioritize(self, view: StateView, req: PodRequest | None, names: Sequence[str]) -> list[int]:
+        """Integer scores 0..10 for `names`, spread over the nodes given (where the pod fits)."""
+        if req is None:
+            return [0] * len(names)
+        if not req.managed:
+            return [NEUTRAL] * len(names)
+        rows = self.rows(view, names)
+        known = rows >= 0
+        vals = np.full(len(names), -np.inf)
+        vals[known] = self.values(view, req.demand)[rows[known]]
+        good = np.isfinite(vals)
+        out = np.zeros(len(names), np.int64)
+        if good.any():
+            lo, hi = vals[good].min(), vals[good].max()
+            out[good] = MAX_SCORE if hi - lo < 1e-12 else np.rint((vals[good] - lo) / (hi - lo) * MAX_SCORE)
+        return [int(x) for x in out]
+
+
+def _model_sig(verdict: FitResult) -> np.ndarray:
+    """Per node, an id of its set of GPU models (the wrong-model sentence names them)."""
+    s = verdict.snapshot.static
+    hit = s.cache.get("gpupack.model_sig")
+    if hit is None:
+        ids: dict[frozenset[str], int] = {}
+        hit = np.asarray([ids.setdefault(frozenset(g.model for g in n.gpus), len(ids)) for n in s.nodes], np.int64)
+        s.cache["gpupack.model_sig"] = hit
+    return hit

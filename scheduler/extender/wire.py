@@ -1,0 +1,165 @@
+"""The extender wire format (k8s.io/kube-scheduler/extender/v1), parsed and written with orjson.
+
+The Go structs have no json tags, so keys are the Go field names (`Pod`, `NodeNames`, `Host`...).
+Parsing checks only the shape gpupack relies on, and raises WireError (HTTP 400) otherwise; it
+never builds pydantic models (a NodeList of 500 full Nodes must cost well under a millisecond).
+Answers always carry every field of the result type, `null` where the Go side has a nil pointer,
+exactly like the recorded answers in ../shared/fixtures/extender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+Obj = dict[str, Any]
+
+
+class WireError(ValueError):
+    """The body is not JSON or not the shape of the verb's arguments."""
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise WireError(f"body is not JSON: {e}") from None
+
+
+def _obj(doc: Any, what: str) -> Obj:
+    if not isinstance(doc, dict):
+        raise WireError(f"{what} must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderArgs:
+    """filter/prioritize arguments: the pod and the node names, plus the Node objects in Nodes mode."""
+
+    pod: Obj
+    names: list[str]
+    items: list[Obj] | None  # None: NodeNames mode (nodeCacheCapable)
+    list_meta: Obj
+
+
+def parse_args(body: bytes) -> ExtenderArgs:
+    doc = _obj(_load(body), "ExtenderArgs")
+    pod = _obj(doc.get("Pod"), "Pod")
+    names = doc.get("NodeNames")
+    if names is not None:
+        if not isinstance(names, list) or not set(map(type, names)) <= {str}:
+            raise WireError("NodeNames must be a list of strings")
+        return ExtenderArgs(pod, names, None, {})
+    nodes: Any = doc.get("Nodes")
+    if nodes is None:
+        raise WireError("neither NodeNames nor Nodes is set")
+    nodes = _obj(nodes, "Nodes")
+    items = nodes.get("items") or []
+    if not isinstance(items, list):
+        raise WireError("Nodes.items must be a list")
+    try:
+        names = [n["metadata"]["name"] for n in items]
+    except (KeyError, TypeError):
+        raise WireError("every Nodes.items entry needs metadata.name") from None
+    if not set(map(type, names)) <= {str}:
+        raise WireError("Nodes.items[].metadata.name must be strings")
+    meta = nodes.get("metadata")
+    return ExtenderArgs(pod, names, items, meta if isinstance(meta, dict) else {})
+
+
+def filter_result(args: ExtenderArgs | None, passed: Sequence[int], failed: Mapping[str, str],
+                  unresolvable: Mapping[str, str], error: str = "") -> bytes:
+    """ExtenderFilterResult, in the form of the request (Nodes or NodeNames)."""
+    nodes: Obj | None = None
+    names: list[str] | None = None
+    if args is None or args.items is None:
+        names = [args.names[i] for i in passed] if args is not None else None
+    else:
+        nodes = {"metadata": args.list_meta, "items": [args.items[i] for i in passed]}
+    return orjson.dumps({"Nodes": nodes, "NodeNames": names, "FailedNodes": failed,
+                         "FailedAndUnresolvableNodes": unresolvable, "Error": error})
+
+
+def filter_error(message: str, node_names_mode: bool = True) -> bytes:
+    nodes: Obj | None = None if node_names_mode else {"metadata": {}, "items": []}
+    return orjson.dumps({"Nodes": nodes, "NodeNames": None, "FailedNodes": {}, "FailedAndUnresolvableNodes": {},
+                         "Error": message})
+
+
+def prioritize_result(names: Sequence[str], scores: Sequence[int]) -> bytes:
+    """HostPriorityList: a bare JSON array of {Host, Score}."""
+    return orjson.dumps([{"Host": n, "Score": s} for n, s in zip(names, scores, strict=True)])
+
+
+@dataclass(frozen=True, slots=True)
+class BindingArgs:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+
+
+def parse_binding(body: bytes) -> BindingArgs:
+    doc = _obj(_load(body), "ExtenderBindingArgs")
+    vals = [doc.get(k) for k in ("PodNamespace", "PodName", "PodUID", "Node")]
+    if not all(isinstance(v, str) for v in vals) or not all(vals[1:]):
+        raise WireError("ExtenderBindingArgs needs strings PodName, PodNamespace, PodUID and Node")
+    return BindingArgs(*vals)  # type: ignore[arg-type]
+
+
+def binding_result(error: str) -> bytes:
+    return orjson.dumps({"Error": error})
+
+
+@dataclass(frozen=True, slots=True)
+class Victim:
+    """A proposed victim: its UID, and the full Pod when the scheduler sent one (Nodes mode)."""
+
+    uid: str
+    pod: Obj | None
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptionArgs:
+    pod: Obj
+    victims: dict[str, tuple[list[Victim], int]]  # node -> (victims, NumPDBViolations)
+
+
+def parse_preemption(body: bytes) -> PreemptionArgs:
+    doc = _obj(_load(body), "ExtenderPreemptionArgs")
+    pod = _obj(doc.get("Pod"), "Pod")
+    full, meta = doc.get("NodeNameToVictims"), doc.get("NodeNameToMetaVictims")
+    src, is_full = (full, True) if full is not None else (meta, False)
+    if src is None:
+        raise WireError("neither NodeNameToVictims nor NodeNameToMetaVictims is set")
+    out: dict[str, tuple[list[Victim], int]] = {}
+    for node, v in _obj(src, "victims map").items():
+        v = _obj(v, f"victims of {node}")
+        pods = v.get("Pods") or []
+        pdb = v.get("NumPDBViolations") or 0
+        if not isinstance(pods, list) or not isinstance(pdb, int):
+            raise WireError(f"victims of {node}: Pods must be a list and NumPDBViolations an integer")
+        victims = []
+        for p in pods:
+            try:
+                if is_full:
+                    victims.append(Victim(str(p["metadata"]["uid"]), p))
+                else:
+                    victims.append(Victim(str(p["UID"]), None))
+            except (KeyError, TypeError):
+                raise WireError(f"victims of {node}: every pod needs {'metadata.uid' if is_full else 'UID'}") from None
+        out[node] = (victims, pdb)
+    return PreemptionArgs(pod, out)
+
+
+def preemption_result(chosen: Mapping[str, tuple[Sequence[str], int]], error: str = "") -> bytes:
+    """ExtenderPreemptionResult: always the meta form (UIDs), as kube-scheduler requires."""
+    doc: Obj = {"NodeNameToMetaVictims": {
+        node: {"Pods": [{"UID": u} for u in uids], "NumPDBViolations": pdb} for node, (uids, pdb) in chosen.items()
+    }}
+    if error:
+        doc["Error"] = error  # not in the Go type (ignored there): for people reading a 400
+    return orjson.dumps(doc)

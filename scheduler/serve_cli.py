@@ -1,0 +1,56 @@
+"""`gpupack serve`: the extender under uvicorn. Flags override GPUPACK_* variables; bad settings stop it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from scheduler.settings import Settings, describe
+from scheduler.state.standalone import InvalidCluster
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8888]")] = None,
+    url_prefix: Annotated[str | None, typer.Option(help="Path before the verbs, e.g. /gpupack [default: none]")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="Live mode: kubeconfig of the cluster")] = None,
+    in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Live mode: the pod's service account")] = False,
+    cluster: Annotated[Path | None, typer.Option(help="Standalone mode: a YAML/JSON cluster file")] = None,
+    log_level: Annotated[str | None, typer.Option(help="critical, error, warning, info, debug")] = None,
+) -> None:
+    """Serve the kube-scheduler extender verbs (filter, prioritize, bind, preempt).
+
+    With neither --kubeconfig, --in-cluster nor --cluster it serves the embedded demo cluster.
+    """
+    import uvicorn
+
+    from scheduler.extender.app import create_app
+
+    flags: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port), ("url_prefix", url_prefix),
+                                               ("kubeconfig", kubeconfig), ("cluster", cluster),
+                                               ("log_level", log_level)) if v is not None}
+    if in_cluster:
+        flags["in_cluster"] = True
+    try:
+        settings = Settings(**flags)
+        app = create_app(settings)
+    except ValidationError as e:
+        typer.echo(f"gpupack serve: {describe(e)}", err=True)
+        raise typer.Exit(2) from None
+    except (InvalidCluster, OSError) as e:
+        typer.echo(f"gpupack serve: bad setting GPUPACK_CLUSTER (--cluster): {e}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as e:  # e.g. a kubeconfig the client cannot load
+        typer.echo(f"gpupack serve: cannot reach the cluster ({settings.mode} mode): {e}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=False, timeout_graceful_shutdown=5)

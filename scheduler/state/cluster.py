@@ -1,0 +1,332 @@
+"""ClusterState: what gpupack knows of the cluster, fed by list/watch and read by the verbs.
+
+Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/inventory.py); pods
+become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/devices.py) or
+foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
+by the watcher threads and applied in order under one lock; every verb drains the queue first, so
+filter never answers from a state older than the events gpupack has received. Node heartbeats that
+change nothing gpupack reads are skipped before parsing. The workload mix is learned from every
+pod seen, once per pod UID.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from binpack import DemandKind, Mix, MixLearner, Node, Placement, Snapshot
+from scheduler.devices import InvalidDevices, placement_from
+from scheduler.inventory import INVENTORY, InvalidInventory, node_from_k8s
+from scheduler.podspec import GPU, InvalidPod, PodRequest, read_pod
+from scheduler.quantity import to_int
+from scheduler.state.kubeapi import Obj, WatchEvent
+from scheduler.state.ledger import Booking, Ledger
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PodEntry:
+    """A pod as the ledger needs it."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    phase: str
+    request: PodRequest | None
+    placement: Placement | None
+    foreign: int  # whole GPUs held without a gpupack record
+
+    @property
+    def active(self) -> bool:
+        return bool(self.node) and self.phase not in TERMINAL
+
+
+@dataclass(frozen=True)
+class StateView:
+    """One consistent reading of the state for a request."""
+
+    snapshot: Snapshot
+    invalid: Mapping[str, str]  # node name -> why its inventory cannot be read
+    mix: Mix
+    ready: bool
+
+
+@dataclass
+class _Parsed:
+    rv: str
+    request: PodRequest | None
+    error: str
+    raw: Obj = field(repr=False)
+
+
+def _whole_gpus(pod: Obj) -> int:
+    """nvidia.com/gpu held by a pod, read leniently (for pods gpupack did not place)."""
+    total = 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = (c.get("resources") or {}) if isinstance(c, dict) else {}
+        val = (res.get("limits") or {}).get(GPU, (res.get("requests") or {}).get(GPU))
+        try:
+            total += max(to_int(val), 0) if val is not None else 0
+        except ValueError:
+            continue
+    return total
+
+
+def _node_key(obj: Obj) -> tuple[Any, ...]:
+    """Everything node_from_k8s reads, so heartbeats that change none of it are skipped."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = obj.get("status") or {}
+    alloc = status.get("allocatable") or status.get("capacity") or {}
+    return ((meta.get("annotations") or {}).get(INVENTORY),
+            tuple(sorted((k, v) for k, v in labels.items() if k.startswith("nvidia.com/"))),
+            tuple(sorted(alloc.items())))
+
+
+class ClusterState:
+    """Nodes, pods, the ledger and the learned mix, behind one lock."""
+
+    def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 mix_refresh_s: float = 2.0, request_cache: int = 4096) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.assume_ttl_s = assume_ttl_s
+        self.ledger = Ledger()
+        self.synced = {"nodes": False, "pods": False}
+        self.on_event_lag: Callable[[float], None] | None = None
+        self._inbox: deque[tuple[str, WatchEvent | list[Obj], float]] = deque()
+        self._node_keys: dict[str, tuple[Any, ...]] = {}
+        self._invalid: dict[str, str] = {}
+        self._pods: dict[str, PodEntry] = {}
+        self._learner = MixLearner()
+        self._observed: OrderedDict[str, None] = OrderedDict()
+        self._mix = self._learner.mix()
+        self._mix_at = -1e18
+        self._mix_refresh_s = mix_refresh_s
+        self._requests: OrderedDict[str, _Parsed] = OrderedDict()
+        self._request_cache = request_cache
+
+    # -- the watch side ---------------------------------------------------------------------------------
+    def push(self, kind: str, event: WatchEvent) -> None:
+        """Queue one watch event ("nodes" or "pods") and apply whatever is queued."""
+        self._inbox.append((kind, event, self.clock()))
+        self.drain()
+
+    def replace(self, kind: str, items: list[Obj]) -> None:
+        """A fresh list: the state for that kind becomes exactly these objects."""
+        self._inbox.append((kind, items, self.clock()))
+        self.drain()
+
+    def drain(self) -> None:
+        with self.lock:
+            while self._inbox:
+                kind, what, t = self._inbox.popleft()
+                if isinstance(what, list):
+                    self._relist(kind, what)
+                elif kind == "nodes":
+                    self._node_event(what)
+                else:
+                    self._pod_event(what)
+                if self.on_event_lag is not None:
+                    self.on_event_lag(self.clock() - t)
+
+    def _relist(self, kind: str, items: list[Obj]) -> None:
+        if kind == "nodes":
+            self._node_keys.clear()
+            self._invalid.clear()
+            self.ledger.set_nodes({})
+            for obj in items:
+                self._put_node(obj)
+        else:
+            seen = {str((o.get("metadata") or {}).get("uid") or "") for o in items}
+            for uid in [u for u in self._pods if u not in seen]:
+                self._set_pod(uid, None)
+            for obj in items:
+                self._pod_event(WatchEvent("ADDED", obj))
+        self.synced[kind] = True
+
+    def _node_event(self, ev: WatchEvent) -> None:
+        name = str((ev.obj.get("metadata") or {}).get("name") or "")
+        if ev.type == "DELETED":
+            self._node_keys.pop(name, None)
+            self._invalid.pop(name, None)
+            self.ledger.drop_node(name)
+        elif ev.type in ("ADDED", "MODIFIED"):
+            self._put_node(ev.obj)
+
+    def _put_node(self, obj: Obj) -> None:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        key = _node_key(obj)
+        if not name or self._node_keys.get(name) == key:
+            return
+        self._node_keys[name] = key
+        try:
+            node = node_from_k8s(obj)
+        except InvalidInventory as e:
+            self._invalid[name] = str(e)
+            self.ledger.drop_node(name)
+            return
+        self._invalid.pop(name, None)
+        self.ledger.put_node(node)
+
+    def _pod_event(self, ev: WatchEvent) -> None:
+        meta = ev.obj.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        if not uid or ev.type not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        self._set_pod(uid, None if ev.type == "DELETED" else self._entry(uid, ev.obj))
+
+    def _entry(self, uid: str, obj: Obj) -> PodEntry:
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        try:
+            req: PodRequest | None = read_pod(obj)
+        except InvalidPod:
+            req = None
+        node = str(spec.get("nodeName") or "")
+        try:
+            placement = placement_from(meta.get("annotations") or {})
+        except InvalidDevices:
+            placement = None
+        if placement is not None and placement.node != node:
+            placement = None  # a record for another node (a failed bind's leftover): not this pod's devices
+        foreign = 0
+        if placement is None:
+            foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else _whole_gpus(obj)
+        if req is not None and req.managed:
+            self._observe(uid, req)
+        return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
+                        str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign)
+
+    def _set_pod(self, uid: str, new: PodEntry | None) -> None:
+        old = self._pods.pop(uid, None)
+        if new is not None:
+            self._pods[uid] = new
+        if old is not None and old.active:
+            self.ledger.add_foreign(old.node, -old.foreign)
+        if new is not None and new.active:
+            self.ledger.add_foreign(new.node, new.foreign)
+        cur = self.ledger.get(uid)
+        if new is not None and new.active and new.placement is not None:
+            demand = new.request.demand if new.request else None
+            self.ledger.put(Booking(uid, new.placement, demand))
+        elif cur is not None and (new is None or new.node or new.phase in TERMINAL or not cur.assumed):
+            # deleted, finished, bound without our record, or a stale record: its devices are free
+            self.ledger.drop(uid)
+
+    def _observe(self, uid: str, req: PodRequest) -> None:
+        if uid in self._observed:
+            return
+        self._observed[uid] = None
+        if len(self._observed) > 200_000:
+            self._observed.popitem(last=False)
+        self._learner.observe(req.demand)
+
+    # -- the request side -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.synced["nodes"] and self.synced["pods"]
+
+    def view(self) -> StateView:
+        """Apply queued events, expire old assumptions, and read the newest snapshot."""
+        with self.lock:
+            self.drain()
+            self.expire()
+            now = self.clock()
+            if now - self._mix_at >= self._mix_refresh_s:
+                # the mix moves slowly; refreshing it per pod would defeat the score cache
+                self._mix, self._mix_at = self._learner.mix(), now
+            return StateView(self.ledger.snapshot(), dict(self._invalid), self._mix, self.ready)
+
+    def request(self, pod: Obj) -> PodRequest:
+        """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed."""
+        meta = pod.get("metadata") if isinstance(pod, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        uid, rv = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+        with self.lock:
+            hit = self._requests.get(uid) if uid else None
+            if hit is not None and hit.rv == rv:
+                self._requests.move_to_end(uid)
+            else:
+                try:
+                    hit = _Parsed(rv, read_pod(pod), "", pod)
+                except InvalidPod as e:
+                    hit = _Parsed(rv, None, str(e), pod)
+                if uid:
+                    self._requests[uid] = hit
+                    if len(self._requests) > self._request_cache:
+                        self._requests.popitem(last=False)
+                    if hit.request is not None and hit.request.managed:
+                        self._observe(uid, hit.request)
+        if hit.request is None:
+            raise InvalidPod(hit.error)
+        return hit.request
+
+    def request_for(self, uid: str) -> PodRequest | None:
+        """The request of a pod by UID: from the verbs' cache, else from the watched pods."""
+        with self.lock:
+            hit = self._requests.get(uid)
+            if hit is not None:
+                return hit.request
+            entry = self._pods.get(uid)
+            return entry.request if entry is not None else None
+
+    def raw_pod(self, uid: str) -> Obj | None:
+        """The pod object a verb was last sent for this UID (demo mode binds it into memory)."""
+        with self.lock:
+            hit = self._requests.get(uid)
+            return hit.raw if hit is not None else None
+
+    def pod(self, uid: str) -> PodEntry | None:
+        with self.lock:
+            return self._pods.get(uid)
+
+    def node(self, name: str) -> Node | None:
+        with self.lock:
+            return self.ledger.nodes.get(name)
+
+    # -- assumptions (bind, and later pod groups) ---------------------------------------------------------
+    def assume(self, uid: str, placement: Placement, req: PodRequest | None, ttl_s: float | None = None) -> None:
+        """Book the placement for the pod until confirmed or expired; Conflict if it does not fit now."""
+        with self.lock:
+            deadline = self.clock() + (self.assume_ttl_s if ttl_s is None else ttl_s)
+            self.ledger.assume(Booking(uid, placement, req.demand if req else None, True, deadline))
+
+    def confirm(self, uid: str) -> None:
+        """The Binding exists: keep the assumption until the watch shows the pod bound (or it expires)."""
+        with self.lock:
+            b = self.ledger.get(uid)
+            if b is not None and b.assumed:
+                self.ledger.update(uid, confirmed=True, deadline=self.clock() + self.assume_ttl_s)
+
+    def unassume(self, uid: str) -> None:
+        with self.lock:
+            b = self.ledger.get(uid)
+            if b is not None and b.assumed:
+                self.ledger.drop(uid)
+
+    def expire(self) -> int:
+        """Drop assumptions past their deadline; how many."""
+        with self.lock:
+            now = self.clock()
+            old = [u for u, b in self.ledger.bookings.items() if b.assumed and b.deadline < now]
+            for u in old:
+                self.ledger.drop(u)
+            return len(old)
+
+    def booking(self, uid: str) -> Booking | None:
+        with self.lock:
+            return self.ledger.get(uid)
+
+    def assumed(self) -> dict[str, Booking]:
+        with self.lock:
+            return {u: b for u, b in self.ledger.bookings.items() if b.assumed}
+
+    def pods_on(self, node: str) -> list[PodEntry]:
+        with self.lock:
+            return [p for p in self._pods.values() if p.node == node and p.active]

@@ -1,0 +1,206 @@
+"""The Kubernetes API as gpupack needs it: a small protocol and its kubernetes-client implementation.
+
+Only this module (and memapi.py, its in-memory twin) talks to an API server. Objects travel as
+plain camelCase dicts parsed with orjson (`_preload_content=False` everywhere), never as the
+client's models: they are what scheduler/podspec.py and inventory.py read, and far cheaper.
+Every call carries a timeout, so nothing here can hang the extender.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A failed API call: HTTP status (0 when no answer came), reason and message."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class ApiTimeout(ApiError):
+    """No answer within the timeout: the call may or may not have taken effect."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message, "Timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One watch event: ADDED, MODIFIED, DELETED, BOOKMARK or ERROR (then `obj` is a Status)."""
+
+    type: str
+    obj: Obj
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class WatchStream(Protocol):
+    """An iterator of watch events that another thread may close to end it early."""
+
+    def __iter__(self) -> Iterator[WatchEvent]: ...
+
+    def close(self) -> None: ...
+
+
+class KubeApi(Protocol):
+    """What gpupack asks of the API server."""
+
+    def list_nodes(self) -> tuple[list[Obj], str]: ...
+
+    def list_pods(self) -> tuple[list[Obj], str]: ...
+
+    def watch_nodes(self, resource_version: str, timeout_s: int) -> WatchStream: ...
+
+    def watch_pods(self, resource_version: str, timeout_s: int) -> WatchStream: ...
+
+    def get_pod(self, namespace: str, name: str) -> Obj | None: ...
+
+    def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
+        """Merge-patch the pod's annotations (None removes a key); the UID guards against a recreated pod."""
+
+    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+
+
+class _HttpWatch:
+    """Lines of a streaming watch response, parsed with orjson."""
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        try:
+            for line in self._resp:
+                if line.strip():
+                    doc = orjson.loads(line)
+                    yield WatchEvent(str(doc.get("type", "")), doc.get("object") or {})
+        except Exception as e:  # a read timeout or reset mid-stream: the watcher re-watches
+            raise _translate(e) from None
+        finally:
+            self._resp.release_conn()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already closed
+            self._resp.shutdown()  # wakes a thread blocked in recv (urllib3 >= 2.3)
+
+
+def _translate(e: Exception) -> ApiError:
+    """The client's and urllib3's exceptions as ApiError; timeouts as ApiTimeout."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError, TimeoutError
+
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, ApiException):
+        reason, message = str(e.reason or ""), str(e.body or e.reason or "")
+        try:
+            status = orjson.loads(e.body or b"{}")
+            message = str(status.get("message") or message)
+            reason = str(status.get("reason") or reason)
+        except (orjson.JSONDecodeError, TypeError, AttributeError):
+            pass
+        return ApiError(int(e.status or 0), message, reason)
+    if isinstance(e, ReadTimeoutError | TimeoutError):
+        return ApiTimeout(str(e))
+    if isinstance(e, MaxRetryError) and isinstance(e.reason, ReadTimeoutError | TimeoutError):
+        return ApiTimeout(str(e))
+    if isinstance(e, MaxRetryError | ProtocolError | OSError):
+        return ApiError(0, str(e), "Unreachable")
+    return ApiError(0, f"{type(e).__name__}: {e}", "ClientError")
+
+
+class KubernetesApi:
+    """KubeApi over the official kubernetes client; no retries inside (the callers decide)."""
+
+    page = 500  # list in chunks, so a big cluster's list is never one huge response
+
+    def __init__(self, kubeconfig: str | None = None, in_cluster: bool = False, timeout_s: float = 5.0) -> None:
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        if in_cluster:
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        cfg.retries = 0  # a retried POST could bind twice; bind has its own confirm step
+        self._client = client.ApiClient(cfg)
+        self._core = client.CoreV1Api(self._client)
+        self._timeout = timeout_s
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, _preload_content=False, _request_timeout=(self._timeout, self._timeout), **kw)
+        except Exception as e:
+            raise _translate(e) from None
+
+    def _list(self, fn: Any) -> tuple[list[Obj], str]:
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"limit": self.page}
+            if token:
+                kw["_continue"] = token
+            resp = self._call(fn, **kw)
+            doc = orjson.loads(resp.data)
+            items.extend(doc.get("items") or [])
+            meta = doc.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def list_nodes(self) -> tuple[list[Obj], str]:
+        return self._list(self._core.list_node)
+
+    def list_pods(self) -> tuple[list[Obj], str]:
+        return self._list(self._core.list_pod_for_all_namespaces)
+
+    def _watch(self, fn: Any, rv: str, timeout_s: int) -> WatchStream:
+        try:
+            resp = fn(watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=timeout_s,
+                      _preload_content=False, _request_timeout=(self._timeout, timeout_s + self._timeout))
+        except Exception as e:
+            raise _translate(e) from None
+        return _HttpWatch(resp)
+
+    def watch_nodes(self, resource_version: str, timeout_s: int) -> WatchStream:
+        return self._watch(self._core.list_node, resource_version, timeout_s)
+
+    def watch_pods(self, resource_version: str, timeout_s: int) -> WatchStream:
+        return self._watch(self._core.list_pod_for_all_namespaces, resource_version, timeout_s)
+
+    def get_pod(self, namespace: str, name: str) -> Obj | None:
+        try:
+            resp = self._call(self._core.read_namespaced_pod, name, namespace)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        doc: Obj = orjson.loads(resp.data)
+        return doc
+
+    def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
+        body = {"metadata": {"uid": uid, "annotations": annotations}}
+        self._call(self._core.patch_namespaced_pod, name, namespace, body,
+                   _content_type="application/merge-patch+json")
+
+    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
+        from kubernetes import client
+
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
+        )
+        # _preload_content=False: the client cannot decode the Status the API server answers with
+        self._call(self._core.create_namespaced_binding, namespace, body)

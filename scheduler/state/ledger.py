@@ -1,0 +1,156 @@
+"""The ledger: who holds which devices (pod UID -> booking), foreign GPUs per node, and the snapshot
+with all of it applied.
+
+A booking is either recorded (read from `gpupack.io/devices` on a bound pod) or assumed (a bind in
+flight, or done but not yet seen bound by the watch; it has a deadline). Assumptions are generic
+(uid -> placement, deadline) so a pod-group planner can reserve a whole group the same way.
+Bookings and foreign counts change the snapshot incrementally (O(GPUs of one node)); a change of
+the node set rebuilds it from scratch, replaying every booking in order. A booking that no longer
+fits (two pods recorded on one device) is kept but not applied, and retried when its node frees
+something, so the ledger never double-books and never forgets a pod that really holds devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from binpack import Conflict, Demand, Node, Placement, Snapshot, allocate, release, set_foreign
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Devices held by one pod. `deadline` (monotonic seconds) only matters for assumptions."""
+
+    uid: str
+    placement: Placement
+    demand: Demand | None = None
+    assumed: bool = False
+    deadline: float = 0.0
+    confirmed: bool = False  # the Binding exists; waiting for the watch to show the pod bound
+
+    @property
+    def node(self) -> str:
+        return self.placement.node
+
+
+class Ledger:
+    """Bookings, foreign GPUs and the snapshot they make. Not thread-safe: ClusterState locks it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.bookings: dict[str, Booking] = {}
+        self.applied: set[str] = set()
+        self.foreign: dict[str, int] = {}
+        self.conflicts = 0  # bookings that could not be applied, ever (a metric)
+        self._snap: Snapshot | None = None
+
+    # -- nodes ------------------------------------------------------------------------------------------
+    def set_nodes(self, nodes: Mapping[str, Node]) -> None:
+        self.nodes = dict(nodes)
+        self._snap = None
+
+    def put_node(self, node: Node) -> None:
+        if self.nodes.get(node.name) != node:
+            self.nodes[node.name] = node
+            self._snap = None
+
+    def drop_node(self, name: str) -> None:
+        if self.nodes.pop(name, None) is not None:
+            self._snap = None
+
+    # -- the snapshot -----------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        if self._snap is None:
+            self._rebuild()
+        assert self._snap is not None
+        return self._snap
+
+    def _rebuild(self) -> None:
+        snap = Snapshot.build([self.nodes[n] for n in sorted(self.nodes)])
+        self.applied = set()
+        # recorded bookings first: they are the API server's truth, assumptions come after
+        order = sorted(self.bookings.values(), key=lambda b: b.assumed)
+        for b in order:
+            snap = self._try_apply(snap, b)
+        for node, n in self.foreign.items():
+            if n and node in snap.static.index:
+                snap = set_foreign(snap, node, n)
+        self._snap = snap
+
+    def _try_apply(self, snap: Snapshot, b: Booking) -> Snapshot:
+        if b.node not in snap.static.index:
+            return snap  # a pod on a node not listed yet: applied when the node arrives
+        try:
+            snap = allocate(snap, b.placement)
+        except Conflict:
+            self.conflicts += 1
+            return snap
+        self.applied.add(b.uid)
+        return snap
+
+    # -- bookings ---------------------------------------------------------------------------------------
+    def get(self, uid: str) -> Booking | None:
+        return self.bookings.get(uid)
+
+    def assume(self, b: Booking) -> None:
+        """Book strictly: raise Conflict (and change nothing) unless the placement fits now."""
+        snap = self.snapshot()
+        if b.uid in self.bookings:
+            raise Conflict(f"pod {b.uid} already holds devices")
+        if b.node not in snap.static.index:
+            raise Conflict(f"node {b.node} is unknown")
+        self._snap = allocate(snap, b.placement)
+        self.bookings[b.uid] = b
+        self.applied.add(b.uid)
+
+    def put(self, b: Booking) -> bool:
+        """Record a booking (replacing the pod's old one); False when it cannot be applied now."""
+        old = self.bookings.get(b.uid)
+        if old is not None and old.placement == b.placement and b.uid in self.applied:
+            self.bookings[b.uid] = b  # same devices (an assumption confirmed by the watch): no change
+            return True
+        if old is not None:
+            self.drop(b.uid)
+        self.bookings[b.uid] = b
+        if self._snap is not None:
+            self._snap = self._try_apply(self._snap, b)
+        return b.uid in self.applied
+
+    def update(self, uid: str, **changes: object) -> None:
+        b = self.bookings.get(uid)
+        if b is not None:
+            self.bookings[uid] = replace(b, **changes)  # type: ignore[arg-type]
+
+    def drop(self, uid: str) -> Booking | None:
+        b = self.bookings.pop(uid, None)
+        if b is None:
+            return None
+        if uid in self.applied:
+            self.applied.discard(uid)
+            if self._snap is not None:
+                self._snap = release(self._snap, b.placement)
+                self._retry(b.node)
+        return b
+
+    def _retry(self, node: str) -> None:
+        """Apply bookings of the node that did not fit before (something was just freed there)."""
+        assert self._snap is not None
+        for b in list(self.bookings.values()):
+            if b.node == node and b.uid not in self.applied:
+                self._snap = self._try_apply(self._snap, b)
+
+    def add_foreign(self, node: str, delta: int) -> None:
+        if not delta:
+            return
+        n = max(self.foreign.get(node, 0) + delta, 0)
+        self.foreign[node] = n
+        if self._snap is not None and node in self._snap.static.index:
+            self._snap = set_foreign(self._snap, node, n)
+
+    def on_node(self, node: str) -> Iterable[Booking]:
+        return [b for b in self.bookings.values() if b.node == node and b.uid in self.applied]
+
+    def recorded(self) -> dict[str, Placement]:
+        """uid -> placement of every applied booking (the state tests compare these)."""
+        return {u: b.placement for u, b in self.bookings.items() if u in self.applied}

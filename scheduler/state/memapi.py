@@ -1,0 +1,232 @@
+"""An in-memory API server: the cluster of standalone/demo mode and the tests' stand-in.
+
+It keeps Nodes and Pods as plain dicts (replaced, never mutated, so readers may keep references),
+numbers every change with a resourceVersion, serves list and watch (a watch from a compacted
+version answers ERROR 410 Gone, like etcd), and answers patch and Binding the way the real API
+server does (404 for a missing pod, 409 for a wrong UID or an already bound pod). `Faults` injects
+latency, 409s, 500s and timeouts (before or after the change took effect) into the write calls.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.state.kubeapi import ApiError, ApiTimeout, Obj, WatchEvent
+
+
+@dataclass
+class Faults:
+    """Failure rates for patch/bind calls; `seed` makes a run repeatable."""
+
+    latency_s: float = 0.0
+    conflict: float = 0.0
+    server_error: float = 0.0
+    timeout: float = 0.0
+    timeout_after_apply: float = 0.5  # share of timeouts where the change did happen
+    seed: int = 0
+
+
+class _Stream:
+    def __init__(self, gen: Iterator[WatchEvent], stop: threading.Event) -> None:
+        self._gen = gen
+        self._stop = stop
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self._gen
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class MemoryApi:
+    """KubeApi kept in memory. `adopt` materialises a pod unknown here on its first write (demo mode)."""
+
+    def __init__(self, nodes: list[Obj] | None = None, pods: list[Obj] | None = None, faults: Faults | None = None,
+                 history: int = 10_000, adopt: Callable[[str], Obj | None] | None = None) -> None:
+        self._cv = threading.Condition()
+        self._rv = 0
+        self._nodes: dict[str, Obj] = {}
+        self._pods: dict[tuple[str, str], Obj] = {}
+        self._log: deque[tuple[int, str, WatchEvent]] = deque(maxlen=history)
+        self._compacted = 0
+        self.faults = faults or Faults()
+        self._rng = random.Random(self.faults.seed)
+        self.adopt = adopt
+        self.calls: dict[str, int] = {}
+        for n in nodes or []:
+            self.put_node(n)
+        for p in pods or []:
+            self.put_pod(p)
+
+    # -- changes, as a controller or a test makes them ------------------------------------------------
+    def _stamp(self, obj: Obj) -> Obj:
+        self._rv += 1
+        meta = dict(obj.get("metadata") or {})
+        meta["resourceVersion"] = str(self._rv)
+        return {**obj, "metadata": meta}
+
+    def _record(self, kind: str, type_: str, obj: Obj) -> None:
+        if len(self._log) == self._log.maxlen:
+            self._compacted = self._log[0][0]
+        self._log.append((self._rv, kind, WatchEvent(type_, obj)))
+        self._cv.notify_all()
+
+    def put_node(self, node: Obj) -> Obj:
+        with self._cv:
+            name = node["metadata"]["name"]
+            obj = self._stamp(node)
+            type_ = "MODIFIED" if name in self._nodes else "ADDED"
+            self._nodes[name] = obj
+            self._record("node", type_, obj)
+            return obj
+
+    def delete_node(self, name: str) -> None:
+        with self._cv:
+            obj = self._nodes.pop(name)
+            self._record("node", "DELETED", self._stamp(obj))
+
+    def put_pod(self, pod: Obj) -> Obj:
+        with self._cv:
+            key = (pod["metadata"].get("namespace", "default"), pod["metadata"]["name"])
+            obj = self._stamp(pod)
+            type_ = "MODIFIED" if key in self._pods else "ADDED"
+            self._pods[key] = obj
+            self._record("pod", type_, obj)
+            return obj
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._cv:
+            obj = self._pods.pop((namespace, name))
+            self._record("pod", "DELETED", self._stamp(obj))
+
+    def compact(self) -> None:
+        """Forget all history, so any watch from an older version gets 410 Gone."""
+        with self._cv:
+            self._compacted = self._rv
+            self._log.clear()
+            self._cv.notify_all()
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def list_nodes(self) -> tuple[list[Obj], str]:
+        with self._cv:
+            self._count("list_nodes")
+            return list(self._nodes.values()), str(self._rv)
+
+    def list_pods(self) -> tuple[list[Obj], str]:
+        with self._cv:
+            self._count("list_pods")
+            return list(self._pods.values()), str(self._rv)
+
+    def pods(self) -> list[Obj]:
+        with self._cv:
+            return list(self._pods.values())
+
+    def get_pod(self, namespace: str, name: str) -> Obj | None:
+        with self._cv:
+            return self._pods.get((namespace, name))
+
+    def watch_nodes(self, resource_version: str, timeout_s: int) -> _Stream:
+        return self._watch("node", resource_version, timeout_s)
+
+    def watch_pods(self, resource_version: str, timeout_s: int) -> _Stream:
+        return self._watch("pod", resource_version, timeout_s)
+
+    def _watch(self, kind: str, rv: str, timeout_s: float) -> _Stream:
+        stop = threading.Event()
+        return _Stream(self._events(kind, int(rv or 0), timeout_s, stop), stop)
+
+    def _events(self, kind: str, since: int, timeout_s: float, stop: threading.Event) -> Iterator[WatchEvent]:
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():
+            with self._cv:
+                if since < self._compacted:
+                    yield WatchEvent("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                               "reason": "Expired", "code": 410,
+                                               "message": f"too old resource version: {since} ({self._compacted})"})
+                    return
+                batch = [e for rv, k, e in self._log if rv > since and k == kind]
+                last = self._rv
+                if not batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cv.wait(min(left, 0.05))  # short waits, so close() is noticed quickly
+                    continue
+            yield from batch
+            since = last
+
+    # -- writes, with injected faults -----------------------------------------------------------------
+    def _count(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    def _fault(self, op: str) -> bool:
+        """Raise an injected 409, 500 or timeout-before-apply; True: time out after applying."""
+        f = self.faults
+        if f.latency_s:
+            time.sleep(f.latency_s * (0.5 + self._rng.random()))
+        with self._cv:
+            self._count(op)
+            r = self._rng.random()
+            after = self._rng.random() < f.timeout_after_apply
+        if r < f.conflict:
+            raise ApiError(409, f"{op}: the object has been modified (injected)", "Conflict")
+        if r < f.conflict + f.server_error:
+            raise ApiError(500, f"{op}: etcdserver: request timed out (injected)", "InternalError")
+        if r < f.conflict + f.server_error + f.timeout:
+            if not after:
+                raise ApiTimeout(f"{op}: read timed out (injected)")
+            return True
+        return False
+
+    def _pod_for_write(self, namespace: str, name: str, uid: str) -> Obj:
+        pod = self._pods.get((namespace, name))
+        if pod is None and self.adopt is not None:
+            raw = self.adopt(uid)
+            if raw is not None:
+                meta = {**(raw.get("metadata") or {}), "namespace": namespace, "name": name, "uid": uid}
+                pod = self._stamp({**raw, "metadata": meta})
+                self._pods[(namespace, name)] = pod
+                self._record("pod", "ADDED", pod)
+        if pod is None:
+            raise ApiError(404, f'pods "{name}" not found', "NotFound")
+        if uid and pod["metadata"].get("uid") != uid:
+            raise ApiError(409, f'Operation cannot be fulfilled on pods "{name}": Precondition failed: '
+                                f"UID in precondition: {uid}, UID in object meta: {pod['metadata'].get('uid')}",
+                           "Conflict")
+        return pod
+
+    def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
+        timeout_after = self._fault("patch")
+        with self._cv:
+            pod = self._pod_for_write(namespace, name, uid)
+            ann = dict(pod["metadata"].get("annotations") or {})
+            for k, v in annotations.items():
+                if v is None:
+                    ann.pop(k, None)
+                else:
+                    ann[k] = v
+            self._pods[(namespace, name)] = obj = self._stamp({**pod, "metadata": {**pod["metadata"],
+                                                                                   "annotations": ann}})
+            self._record("pod", "MODIFIED", obj)
+        if timeout_after:
+            raise ApiTimeout("patch: read timed out after the patch applied (injected)")
+
+    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
+        timeout_after = self._fault("bind")
+        with self._cv:
+            pod = self._pod_for_write(namespace, name, uid)
+            bound = (pod.get("spec") or {}).get("nodeName")
+            if bound:
+                raise ApiError(409, f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
+                                    f'already assigned to node "{bound}"', "Conflict")
+            spec: dict[str, Any] = {**(pod.get("spec") or {}), "nodeName": node}
+            self._pods[(namespace, name)] = obj = self._stamp({**pod, "spec": spec})
+            self._record("pod", "MODIFIED", obj)
+        if timeout_after:
+            raise ApiTimeout("binding: read timed out after the Binding was created (injected)")

@@ -1,0 +1,136 @@
+"""List + watch of Nodes and Pods into ClusterState, in background threads.
+
+Per kind: list (the state becomes exactly that list), then watch from its resourceVersion,
+following BOOKMARKs; a watch that ends normally is resumed from the last version seen; an ERROR
+410 Gone (or a 410 answer) means the version is too old, so list again. Any other failure backs off
+exponentially (capped) before listing again. `ready` is true once both kinds were listed. A third
+thread expires stale assumptions even when no request comes. stop() closes the open streams, so
+shutdown never waits for a watch timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from scheduler.state.cluster import ClusterState
+from scheduler.state.kubeapi import ApiError, KubeApi, WatchStream
+
+log = logging.getLogger("gpupack.watch")
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410): list again."""
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    watch_timeout_s: int = 300
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    expire_every_s: float = 1.0
+
+
+class Watcher:
+    """Keeps a ClusterState in step with the API server until stopped."""
+
+    def __init__(self, api: KubeApi, state: ClusterState, settings: WatchSettings | None = None,
+                 on_error: Callable[[str, Exception], None] | None = None) -> None:
+        self.api = api
+        self.state = state
+        self.settings = settings or WatchSettings()
+        self.on_error = on_error
+        self.relists = {"nodes": 0, "pods": 0}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streams: dict[str, WatchStream] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._run, args=("nodes",), name="gpupack-watch-nodes", daemon=True),
+            threading.Thread(target=self._run, args=("pods",), name="gpupack-watch-pods", daemon=True),
+            threading.Thread(target=self._janitor, name="gpupack-expire", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            for s in self._streams.values():
+                s.close()
+        for t in self._threads:
+            t.join(timeout_s)
+
+    def _run(self, kind: str) -> None:
+        delay = self.settings.backoff_initial_s
+        while not self._stop.is_set():
+            try:
+                rv = self._list(kind)
+                delay = self.settings.backoff_initial_s
+                while not self._stop.is_set():
+                    rv = self._watch(kind, rv)
+            except Gone:
+                log.info("%s watch: resourceVersion expired (410); listing again", kind)
+                continue
+            except Exception as e:  # anything the API or a bad object throws: back off, list again
+                if self._stop.is_set():
+                    return
+                log.warning("%s list/watch failed: %s; retrying in %.1fs", kind, e, delay)
+                if self.on_error is not None:
+                    self.on_error(kind, e)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.settings.backoff_max_s)
+
+    def _list(self, kind: str) -> str:
+        try:
+            items, rv = self.api.list_nodes() if kind == "nodes" else self.api.list_pods()
+        except ApiError as e:
+            if e.status == 410:
+                raise Gone() from None
+            raise
+        self.state.replace(kind, items)
+        self.relists[kind] += 1
+        return rv
+
+    def _watch(self, kind: str, rv: str) -> str:
+        """One watch request; the version to resume from when it ends normally."""
+        timeout = self.settings.watch_timeout_s
+        try:
+            stream = self.api.watch_nodes(rv, timeout) if kind == "nodes" else self.api.watch_pods(rv, timeout)
+        except ApiError as e:
+            if e.status == 410:
+                raise Gone() from None
+            raise
+        with self._lock:
+            self._streams[kind] = stream
+        if self._stop.is_set():
+            stream.close()
+        try:
+            for ev in stream:
+                if self._stop.is_set():
+                    break
+                if ev.type == "ERROR":
+                    code = int(ev.obj.get("code") or 0)
+                    if code == 410:
+                        raise Gone()
+                    raise ApiError(code, str(ev.obj.get("message") or ""), str(ev.obj.get("reason") or ""))
+                if ev.type != "BOOKMARK":
+                    self.state.push(kind, ev)
+                rv = ev.resource_version or rv
+        except ApiError as e:
+            if e.status == 410:
+                raise Gone() from None
+            raise
+        finally:
+            with self._lock:
+                self._streams.pop(kind, None)
+        return rv
+
+    def _janitor(self) -> None:
+        while not self._stop.wait(self.settings.expire_every_s):
+            self.state.expire()
