@@ -134,7 +134,12 @@ def lp_bound(nodes: NodeTable, pods: PodTable, rows: np.ndarray, max_rounds: int
 
 
 def best_fit_decreasing(nodes: NodeTable, pods: PodTable, rows: np.ndarray) -> float:
-    """Allocated milli when the GPU tasks are packed largest first, each on the tightest fit."""
+    """Allocated milli when the GPU tasks are packed offline, largest GPU request first.
+
+    Each task goes to the node it fits best in both dimensions: where the CPU and the GPU left
+    after it, each as a fraction of the node's, are closest (a share then takes the best-fitting
+    GPU). Fitting on GPU alone (fewest GPUs left) strands CPU-starved GPUs and packs worse.
+    """
     state = State(nodes, np.arange(len(nodes.names)))
     gpu_rows = rows[pods.gpu_milli[rows] > 0]
     order = np.lexsort((-pods.cpu[gpu_rows], -pods.milli[gpu_rows], -pods.gpu_milli[gpu_rows]))
@@ -143,14 +148,11 @@ def best_fit_decreasing(nodes: NodeTable, pods: PodTable, rows: np.ndarray) -> f
         cand = np.flatnonzero(state.feasible(t))
         if not len(cand):
             continue
-        if t.share:
-            left = state.left[cand]
-            tight = np.where(left >= t.milli, left, FULL + 1).min(axis=1)
-            node = int(cand[np.lexsort((state.total[cand], tight))[0]])
-            state.apply(t, Choice(node, (state.best_fit_gpu(node, t.milli),)))
-        else:
-            node = int(cand[np.lexsort((state.total[cand], state.full[cand]))[0]])
-            state.apply(t, Choice(node, state.first_free(node, t.num_gpu)))
+        cpu_left = (state.cpu[cand] - t.cpu) / np.maximum(state.cpu_total[cand], 1)
+        gpu_left = (state.total[cand] - t.gpu_milli) / (state.gpus[cand] * FULL)
+        node = int(cand[np.argmin(np.abs(cpu_left - gpu_left))])
+        gpus = (state.best_fit_gpu(node, t.milli),) if t.share else state.first_free(node, t.num_gpu)
+        state.apply(t, Choice(node, gpus))
     return float(state.allocated)
 
 

@@ -1,0 +1,200 @@
+"""`bench synthetic`: generated clusters and workloads where topology, MIG and gangs matter.
+
+Clusters mix DGX H100 (NVSwitch), DGX-1 V100 (hybrid cube-mesh), HGX A100 with half the GPUs in
+dynamic MIG, and PCIe T4/L4 nodes, up to thousands of nodes. Workloads mix multi-GPU jobs (some
+requiring NVLink), shares, MIG slices and pod groups (all members or none), drawn with a seed
+until the GPU request reaches `load` x capacity. Every policy books through binpack (so every
+placement is valid); they differ in the node and device choice:
+- gpupack: fit -> score against the learned mix -> place, as the extender does;
+- first-fit / random: the first / a random node where the demand fits, then the naive devices
+  (the lowest free GPU indices, the first GPU a share fits on; MIG and NVLink-required sets use
+  binpack's placement, the only valid choice a naive scheduler could make there).
+Pod groups: members placed one by one, released all if one does not fit (binpack has no
+group placement yet).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from binpack import Demand, DemandKind, MixLearner, Placement, Snapshot, Topology, allocate, fit, place, release
+from binpack import score as gp_score
+from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_only, set_score
+from binpack.types import Gpu, MigMode, Node
+
+POLICIES = ("gpupack", "first-fit", "random")
+KINDS = (("dgx-h100", 0.2), ("dgx1-v100", 0.2), ("a100-mig", 0.2), ("t4", 0.2), ("l4", 0.2))
+
+
+def make_cluster(n: int) -> list[Node]:
+    """n nodes split across the five kinds (at least one each when n >= 5)."""
+    if n < 1 or n > 20_000:
+        raise ValueError(f"nodes: must be 1..20000, got {n}")
+    counts = [max(int(n * f), 1 if n >= len(KINDS) else 0) for _, f in KINDS]
+    counts[-1] += n - sum(counts)
+    out: list[Node] = []
+    for (kind, _), c in zip(KINDS, counts, strict=True):
+        for i in range(c):
+            name = f"{kind}-{i:04d}"
+            if kind == "dgx-h100":
+                nv, pc = nvswitch(8, 18)
+                out.append(Node(name, tuple(Gpu(g, "H100-SXM5-80GB") for g in range(8)), 224_000, 2_000_000, nv, pc))
+            elif kind == "dgx1-v100":
+                nv, pc = dgx1_v100()
+                out.append(Node(name, tuple(Gpu(g, "V100-SXM2-32GB") for g in range(8)), 80_000, 512_000, nv, pc))
+            elif kind == "a100-mig":
+                nv, pc = nvswitch(8, 12)
+                gpus = tuple(Gpu(g, "A100-SXM4-80GB", mig_mode=MigMode.DYNAMIC if g < 4 else MigMode.NONE)
+                             for g in range(8))
+                out.append(Node(name, gpus, 128_000, 1_000_000, nv, pc))
+            else:
+                nv, pc = pcie_only(4)
+                model = "T4" if kind == "t4" else "L4"
+                out.append(Node(name, tuple(Gpu(g, model) for g in range(4)), 48_000, 192_000, nv, pc))
+    return out
+
+
+@dataclass(frozen=True)
+class Item:
+    """One arrival: a single pod, or a pod group (all members or none)."""
+
+    name: str
+    members: tuple[Demand, ...]
+
+
+def _gib(n: int) -> int:
+    return n * 1024
+
+
+def make_workload(nodes: list[Node], seed: int, load: float = 1.1) -> list[Item]:
+    """Arrivals until the GPU request reaches load x the cluster's GPU count (MIG slices by memory)."""
+    rng = np.random.default_rng(seed)
+    capacity = sum(len(n.gpus) for n in nodes) * 1000
+    items: list[Item] = []
+    asked = 0.0
+    while asked < load * capacity:
+        u = rng.random()
+        i = len(items)
+        if u < 0.25:  # multi-GPU training job
+            k = int(rng.choice([2, 4, 8], p=[0.5, 0.35, 0.15]))
+            topo = Topology.NVLINK if rng.random() < 0.4 else Topology.BEST_EFFORT
+            d = Demand.whole(k, topology=topo, cpu_milli=4_000 * k, host_memory_mib=_gib(32) * k)
+            items.append(Item(f"train-{i}", (d,)))
+        elif u < 0.45:  # one whole GPU
+            items.append(Item(f"gpu-{i}", (Demand.whole(1, cpu_milli=4_000, host_memory_mib=_gib(16)),)))
+        elif u < 0.75:  # a share of one GPU
+            mem = int(rng.choice([4, 8, 12, 20]))
+            comp = int(rng.choice([100, 250, 300, 500]))
+            items.append(Item(f"share-{i}", (Demand.share(memory_mib=_gib(mem), compute_milli=comp,
+                                                         cpu_milli=2_000, host_memory_mib=_gib(8)),)))
+        elif u < 0.9:  # a MIG slice
+            prof = str(rng.choice(["1g.10gb", "2g.20gb", "3g.40gb"], p=[0.5, 0.3, 0.2]))
+            items.append(Item(f"mig-{i}", (Demand.mig(prof, 1, cpu_milli=2_000, host_memory_mib=_gib(8)),)))
+        else:  # a pod group: all members or none
+            size = int(rng.integers(2, 5))
+            k = int(rng.choice([1, 2, 4]))
+            members = tuple(Demand.whole(k, cpu_milli=4_000 * k, host_memory_mib=_gib(16) * k) for _ in range(size))
+            items.append(Item(f"group-{i}", members))
+        asked += sum(_milli(d) for d in items[-1].members)
+    return items
+
+
+def _milli(d: Demand) -> int:
+    """GPU milli a demand asks for; a MIG slice counts its share of the GPU's 7 compute slices."""
+    if d.kind is DemandKind.MIG:
+        return d.count * int(d.mig_profile[0]) * 1000 // 7
+    return d.gpu_milli
+
+
+@dataclass(frozen=True)
+class SyntheticResult:
+    """One (policy, seed) run; percentages of the cluster's GPU capacity or of the relevant pods."""
+
+    policy: str
+    seed: int
+    nodes: int
+    allocated_pct: float
+    failed_pct: float  # of GPU milli asked
+    best_links_pct: float  # multi-GPU placements on the best free link set of their node
+    nvlinked_pct: float  # multi-GPU placements whose GPUs are all NVLinked pairwise
+    group_success_pct: float
+    decision_ms: float
+
+
+class _Chooser:
+    def __init__(self, policy: str, seed: int) -> None:
+        self.policy = policy
+        self.rng = np.random.default_rng([seed, 3])
+        self.learner = MixLearner()
+
+    def place(self, snap: Snapshot, d: Demand) -> Placement | None:
+        verdict = fit(snap, d)
+        rows = np.flatnonzero(verdict.fits)
+        if not len(rows):
+            return None
+        if self.policy == "gpupack":
+            self.learner.observe(d)
+            mix = self.learner.mix()
+            best = int(np.argmax(gp_score(verdict, mix).value))
+            return place(snap, d, snap.names[best], mix)
+        i = int(rows[0] if self.policy == "first-fit" else rows[self.rng.integers(len(rows))])
+        p = place(snap, d, snap.names[i])
+        if p is None or d.topology is Topology.NVLINK or d.kind not in (DemandKind.WHOLE, DemandKind.SHARE):
+            return p
+        with snap.read() as v:  # the naive devices: lowest free indices, first GPU the share fits
+            if d.kind is DemandKind.WHOLE:
+                free = np.flatnonzero(v.whole_free(d.models)[i])[: d.count]
+                return Placement(p.node, tuple(int(g) for g in free), cpu_milli=p.cpu_milli,
+                                 host_memory_mib=p.host_memory_mib, kind=p.kind)
+            fits = (v.mem_free[i] >= d.memory_mib) & (v.compute_free[i] >= d.compute_milli) & (v.s.mig_mode[i] == 0)
+            g = int(np.flatnonzero(fits & v.s.valid[i])[0]) if (fits & v.s.valid[i]).any() else p.gpus[0]
+        return Placement(p.node, (g,), memory_mib=p.memory_mib, compute_milli=p.compute_milli,
+                         cpu_milli=p.cpu_milli, host_memory_mib=p.host_memory_mib, kind=p.kind)
+
+
+def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) -> SyntheticResult:
+    """Place the seeded workload with one policy; measure allocation, links and gang success."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r}: known {', '.join(POLICIES)}")
+    snap = Snapshot.build(nodes)
+    chooser = _Chooser(policy, seed)
+    capacity = sum(len(n.gpus) for n in nodes) * 1000
+    got = asked = failed = multi = best_links = linked = groups = groups_ok = decisions = 0
+    start = time.perf_counter()
+    for item in make_workload(nodes, seed, load):
+        booked: list[tuple[Demand, Placement]] = []
+        for d in item.members:
+            decisions += 1
+            p = chooser.place(snap, d)
+            if p is None:
+                break
+            if d.kind is DemandKind.WHOLE and d.count > 1:
+                i = snap.node_index(p.node)
+                with snap.read() as v:
+                    free = np.flatnonzero(v.whole_free(d.models)[i]).tolist()
+                    pair, nv = v.s.pair[i], v.s.nvlink[i]
+                top = best_set(pair, nv, free, d.count, False)
+                multi += 1
+                best_links += int(top is None or set_score(pair, p.gpus) >= set_score(pair, top))
+                linked += int(all_linked(nv, p.gpus))
+            snap = allocate(snap, p)
+            booked.append((d, p))
+        if len(booked) < len(item.members):  # all or nothing: give back what the item took
+            for _, p in booked:
+                snap = release(snap, p)
+            booked = []
+        ask = sum(_milli(d) for d in item.members)
+        asked += ask
+        failed += 0 if booked else ask
+        got += sum(_milli(d) for d, _ in booked)
+        if len(item.members) > 1:
+            groups += 1
+            groups_ok += int(bool(booked))
+    seconds = time.perf_counter() - start
+    return SyntheticResult(
+        policy, seed, len(nodes), round(100 * got / capacity, 2), round(100 * failed / max(asked, 1), 2),
+        round(100 * best_links / max(multi, 1), 1), round(100 * linked / max(multi, 1), 1),
+        round(100 * groups_ok / max(groups, 1), 1), round(1000 * seconds / max(decisions, 1), 2))
