@@ -3,14 +3,16 @@ the fakes' own MIG layouts, and the extender's parser (round trip through the an
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from binpack import Demand, Gpu, MigMode, Node, Snapshot, fit
 from binpack.topology import dgx1_v100, nvswitch, pcie_only
 from scheduler.agent import fake_nvml
-from scheduler.agent.discover import Inventory, discover
+from scheduler.agent.discover import Inventory, discover, to_json
 from scheduler.agent.fake_nvml import A100_LAYOUTS, board, mig_uuid
 from scheduler.inventory import INVENTORY, node_from_k8s
 
@@ -151,3 +153,22 @@ def test_gpu_models_map_to_the_catalog() -> None:
                      "t4-pcie": {"Tesla T4"}}
     assert found == {"a100-nvswitch": {"A100-SXM4-80GB"}, "dgx1-v100": {"V100-SXM2-16GB"}, "t4-pcie": {"T4"}}
     assert all(Gpu(0, m).memory_mib > 0 for ms in found.values() for m in ms)  # catalogued, not guessed
+
+
+_DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("path", sorted(_DATA.glob("inventory-fake-*.json")), ids=lambda p: p.stem)
+def test_checked_in_fake_inventories_are_what_the_agent_prints(path: Path) -> None:
+    """tests/data holds the agent's output for some fake boards (examples for people and other tests)."""
+    printed = orjson.loads(to_json(discover(board(path.stem.removeprefix("inventory-fake-")))))
+    assert orjson.loads(path.read_bytes()) == printed
+
+
+@pytest.mark.parametrize("path", sorted(_DATA.glob("inventory-*.json")), ids=lambda p: p.stem)
+def test_every_checked_in_inventory_parses_into_a_binpack_node(path: Path) -> None:
+    """Fake boards and inventories captured on real GPUs (`gpupack agent --once --print`) alike."""
+    doc = orjson.loads(path.read_bytes())
+    node = node_from_k8s({"metadata": {"name": path.stem, "annotations": {INVENTORY: path.read_text()}}})
+    assert len(node.gpus) == (len(doc["gpus"]) if doc["status"] == "ok" else 0)
+    Snapshot.build([node])

@@ -66,8 +66,17 @@ def agent(
                                  param_hint="--node-name")
     nvml = _nvml(fake)
     stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
+    try:
+        _agent(nvml, node_name, interval, once, show, dynamic_mig, resync, heartbeat, stop)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _agent(nvml: nv.Nvml, node_name: str, interval: float, once: bool, show: bool, dynamic_mig: bool, resync: int,
+           heartbeat: Path | None, stop: threading.Event) -> None:
     if show:
         if dynamic_mig:
             log.info("--print: MIG-enabled GPUs are reported as dynamic; no instance is created (no pods to read)")
