@@ -33,16 +33,16 @@ class WebhookSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUPACK_WEBHOOK_", frozen=True, extra="forbid")
 
     host: str = "0.0.0.0"  # in a pod the apiserver reaches the webhook on the pod IP
-    port: int = Field(9443, ge=1, le=65535)
+    port: int = Field(default=9443, ge=1, le=65535)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     insecure_http: bool = False  # local trials only; refused unless host is loopback
     scheduler_name: str = "gpupack-scheduler"
     runtime_class: str = ""  # e.g. "nvidia"; empty leaves runtimeClassName alone
-    max_gpus_per_node: int = Field(8, ge=1, le=MAX_GPUS_PER_NODE)  # the largest GPU node of the cluster
+    max_gpus_per_node: int = Field(default=8, ge=1, le=MAX_GPUS_PER_NODE)  # the largest GPU node of the cluster
     model_affinity: bool = True  # required node affinity on nvidia.com/gpu.product when a model is named
-    max_body_bytes: int = Field(4 * 2**20, ge=2**16, le=64 * 2**20)
-    body_timeout_s: float = Field(10.0, gt=0, le=60)
+    max_body_bytes: int = Field(default=4 * 2**20, ge=2**16, le=64 * 2**20)
+    body_timeout_s: float = Field(default=10.0, gt=0, le=60)
     log_level: str = "info"
 
     @model_validator(mode="after")
