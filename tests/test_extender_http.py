@@ -202,4 +202,8 @@ def test_not_ready_until_listed() -> None:
         b = post(client, "bind", {"PodName": "w", "PodNamespace": "default", "PodUID": "uid-w", "Node": "t4-0"})
         assert b["Error"].startswith("gpupack: not ready")
         errors = re.compile(r'gpupack_watch_errors_total\{kind="nodes"\} (\d+)')
-        wait_for(lambda: int(errors.search(client.get("/metrics").text).group(1)) >= 2)  # backs off and retries
+        def retried() -> bool:  # it backs off and lists again
+            m = errors.search(client.get("/metrics").text)
+            return m is not None and int(m.group(1)) >= 2
+
+        wait_for(retried)

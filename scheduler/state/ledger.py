@@ -149,8 +149,10 @@ class Ledger:
             self._snap = set_foreign(self._snap, node, n)
 
     def on_node(self, node: str) -> Iterable[Booking]:
+        self.snapshot()
         return [b for b in self.bookings.values() if b.node == node and b.uid in self.applied]
 
     def recorded(self) -> dict[str, Placement]:
         """uid -> placement of every applied booking (the state tests compare these)."""
+        self.snapshot()  # applied is only known once the snapshot is current
         return {u: b.placement for u, b in self.bookings.items() if u in self.applied}
