@@ -13,6 +13,7 @@ def test_benchmark_runs_and_reports_percentiles() -> None:
     assert res["keepalive"]["n"] == 100 and res["new_connection"]["n"] == 10
     assert set(res["keepalive_by_pod"]) == set(PODS)
     assert 1500 < res["body_bytes"] < 4000  # the size of the captured reviews
+    assert res["server_cpu_ms_per_review"] > 0 and res["reviews_per_s_one_connection"] > 0
 
 
 def test_benchmark_bodies_are_what_the_webhook_expects() -> None:

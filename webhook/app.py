@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from webhook.admit import PREFIX, Policy
 from webhook.review import BadReview, decide, parse_review, respond, review_response
@@ -38,6 +45,7 @@ class Metrics:
     @classmethod
     def create(cls) -> Metrics:
         reg = CollectorRegistry()
+        ProcessCollector(registry=reg)  # process_cpu_seconds_total etc.: CPU per review, independent of load
         return cls(
             registry=reg,
             admissions=Counter("gpupack_webhook_admissions", "Admission reviews answered, by result",
