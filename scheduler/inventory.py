@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from binpack import Gpu, MigInstance, MigMode, Node, lookup
+from scheduler.podspec import mig_profile_of
 from scheduler.quantity import bytes_to_mib, to_int, to_milli
 
 INVENTORY = "gpupack.io/gpu-inventory"
@@ -128,7 +129,7 @@ def _from_labels(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> tuple[
     if mem == 0 and known is None:
         raise InvalidInventory(f"GPU model {product!r} is unknown and nvidia.com/gpu.memory is not set")
     gpus = [Gpu(i, product, mem) for i in range(max(whole, 0))]
-    migs = {k[len("nvidia.com/mig-"):]: to_int(v) for k, v in alloc.items()
+    migs = {mig_profile_of(k): to_int(v) for k, v in alloc.items()
             if k.startswith("nvidia.com/mig-") and to_int(v) > 0}
     if migs and known is not None and known.mig is not None:
         for layout in _pack_mig(known.mig.profiles, migs):

@@ -76,6 +76,13 @@ def _resources(c: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def mig_profile_of(resource: str) -> str:
+    """The catalog profile of a `nvidia.com/mig-<profile>` resource. NVIDIA's device plugin writes a
+    profile's '+' as '.' ('+' is not allowed in a resource name): mig-1g.10gb.me is 1g.10gb+me."""
+    profile = resource[len(MIG_PREFIX):]
+    return profile[:-3] + "+me" if profile.endswith(".me") else profile
+
+
 def gpu_resource_names(res: Mapping[str, Any]) -> list[str]:
     return [k for k in res if k in GPU_RESOURCES or k.startswith(MIG_PREFIX)]
 
@@ -88,7 +95,7 @@ def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tupl
         whole = to_int(res[GPU]) if GPU in res else 0
         mem = to_int(res[MEMORY]) if MEMORY in res else 0
         comp_pct = parse_quantity(res[COMPUTE]) if COMPUTE in res else 0
-        migs = {k[len(MIG_PREFIX):]: to_int(v) for k, v in res.items() if k.startswith(MIG_PREFIX)}
+        migs = {mig_profile_of(k): to_int(v) for k, v in res.items() if k.startswith(MIG_PREFIX)}
     except ValueError as e:
         raise InvalidPod(f"{where}: {e}") from None
     migs = {p: n for p, n in migs.items() if n > 0}

@@ -35,14 +35,19 @@ def check_file(path: Path, max_age_s: float, now: float | None = None) -> str | 
     return None if age <= max_age_s else f"{path}: last beat {age:.0f}s ago (> {max_age_s:.0f}s)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scheduler.agent.probe", description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+    """The probe's command line (the manifests' exec probes are checked against it)."""
+    ap = argparse.ArgumentParser(prog="python -m scheduler.agent.probe", description=(__doc__ or "").split("\n")[0])
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--url", help="an http URL that must answer 2xx")
     what.add_argument("--file", type=Path, help="a heartbeat file that must be fresh")
     ap.add_argument("--max-age", type=float, default=180.0, help="seconds a heartbeat may be old")
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the URL")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     problem = check_url(args.url, args.timeout) if args.url else check_file(args.file, args.max_age)
     if problem:
         print(problem)
