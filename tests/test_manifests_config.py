@@ -100,6 +100,7 @@ def test_every_managed_mig_resource_reads_as_a_catalog_profile() -> None:
     for r in _extender(_deployed())["managedResources"]:
         if not r["name"].startswith(MIG_PREFIX):
             continue
-        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {r["name"]: 1}}}]}}
+        limits = {r["name"]: 1}
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]}}
         profile = read_pod(pod).demand.mig_profile
         assert profile in mig_profile_names() and profile.replace("+", ".") == r["name"].removeprefix(MIG_PREFIX)

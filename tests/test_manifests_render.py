@@ -268,6 +268,7 @@ def test_images_are_pinned_and_overlays_set_the_variables() -> None:
                 name, _, tag = c["image"].rpartition(":")
                 assert name and tag and tag != "latest", c["image"]
     for overlay in ("overlays/cert-manager", "overlays/self-signed"):
-        images = {i["name"]: i for i in yaml.safe_load((MANIFESTS / overlay / "kustomization.yaml").read_text())["images"]}
+        doc = yaml.safe_load((MANIFESTS / overlay / "kustomization.yaml").read_text())
+        images = {i["name"]: i for i in doc["images"]}
         assert images["registry.k8s.io/kube-scheduler"]["newTag"].startswith("v1.")
         assert images["gpupack"]["newTag"]
