@@ -100,7 +100,6 @@ def create_app(settings: WebhookSettings, metrics: Metrics | None = None) -> Fas
     app.state.metrics = m
     app.state.policy = policy
 
-    @app.post("/mutate")
     async def mutate(request: Request) -> Response:
         start = time.perf_counter()
         result, resp = _answer(await _body_or_error(request), policy)
@@ -115,6 +114,9 @@ def create_app(settings: WebhookSettings, metrics: Metrics | None = None) -> Fas
             return _status(413, "RequestEntityTooLarge", f"body over {settings.max_body_bytes} bytes")
         except TimeoutError:
             return _status(408, "Timeout", f"body not received within {settings.body_timeout_s:g} s")
+
+    # a plain Starlette route: the body is read by hand, so FastAPI's parameter solving is pure overhead (~0.1 ms)
+    app.add_route("/mutate", mutate, methods=["POST"], include_in_schema=False)
 
     @app.get("/healthz")
     async def healthz() -> Response:
