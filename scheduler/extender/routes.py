@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -105,19 +106,21 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
         view = state.view()
         if not view.ready:
             return _json(wire.filter_error(NOT_READY, args.items is None))
+        table = engine.names(view, args.names)
         req, invalid = pod_request(args.pod)
-        out = engine.filter(view, req, invalid, args.names)
+        out = engine.filter(view, req, invalid, table)
         for reason, n in out.reasons.items():
             metrics.rejections.labels(reason).inc(n)
-        return _json(wire.filter_result(args, out.passed, out.failed, out.unresolvable))
+        return _json(wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names))
 
     @verb("prioritize", lambda m: b"[]")
     async def _prioritize(body: bytes) -> Response:
         args = wire.parse_args(body)
         view = state.view()
+        table = engine.names(view, args.names)
         req, _ = pod_request(args.pod)
-        scores = engine.prioritize(view, req, args.names) if view.ready else [0] * len(args.names)
-        return _json(wire.prioritize_result(args.names, scores))
+        scores = engine.prioritize(view, req, table) if view.ready else np.zeros(len(args.names), np.int64)
+        return _json(wire.prioritize_result(table.template, scores))
 
     @verb("bind", wire.binding_result)
     async def _bind(body: bytes) -> Response:

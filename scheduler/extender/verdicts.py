@@ -20,6 +20,7 @@ import numpy as np
 
 from binpack import Demand, FitResult, Reason, fit, score
 from binpack.score import MAX_SCORE
+from scheduler.extender import wire
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
 
@@ -34,6 +35,7 @@ FilterHook = Callable[[PodRequest, StateView], str | None]
 @dataclass
 class FilterOutcome:
     passed: list[int]  # positions in the request's node list
+    passed_names: list[str] | None = None  # their names, when already at hand
     failed: dict[str, str] = field(default_factory=dict)
     unresolvable: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason (a metric)
@@ -50,12 +52,32 @@ class _Lru(OrderedDict[object, object]):
             self.popitem(last=False)
 
 
+class Names:
+    """A request's node list resolved against one snapshot: rows (-1: unknown) and answer pieces.
+
+    kube-scheduler sends the same list pod after pod (all feasible nodes, same rotation when every
+    node is evaluated), so it is resolved once and reused while the node set stays the same."""
+
+    def __init__(self, names: Sequence[str], rows: np.ndarray) -> None:
+        self.names = names
+        self.rows = rows
+        self.objects = np.asarray(names, dtype=object)  # for selecting many names without a Python loop
+        self._template: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def template(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._template is None:
+            self._template = wire.score_template(self.names)
+        return self._template
+
+
 class Engine:
-    """The verbs' arithmetic, with the fit and score caches."""
+    """The verbs' arithmetic, with the fit, score and node-list caches."""
 
     def __init__(self, cache_size: int = 256) -> None:
         self._fits = _Lru(cache_size)
         self._scores = _Lru(cache_size)
+        self._names = _Lru(16)
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
 
@@ -81,35 +103,45 @@ class Engine:
         return hit  # type: ignore[return-value]
 
     # -- filter -----------------------------------------------------------------------------------------
-    def filter(self, view: StateView, req: PodRequest | None, invalid: str, names: Sequence[str]) -> FilterOutcome:
-        """Which of `names` pass; the others with a reason, split by whether preemption could help."""
+    def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
+        """Which nodes pass; the others with a reason, split by whether preemption could help."""
+        names = table.names
         if req is None:  # a malformed request: no node can ever take it as written
             msg = PREFIX + invalid
-            return FilterOutcome([], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
+            return FilterOutcome([], [], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
         if not req.managed:
-            return FilterOutcome(list(range(len(names))))
+            return FilterOutcome(list(range(len(names))), list(names))
         for hook in self.hooks:
             held = hook(req, view)
             if held:
-                return FilterOutcome([], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
-        rows = self.rows(view, names)
+                return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
+        rows = table.rows
         verdict = self.fit(view, req.demand)
         out = FilterOutcome([])
         known = rows >= 0
         ok = np.zeros(len(names), bool)
         ok[known] = verdict.fits[rows[known]]
         out.passed = np.flatnonzero(ok).tolist()
+        out.passed_names = table.objects[ok].tolist()
         self._unknown(view, names, np.flatnonzero(~known), out)
         bad = np.flatnonzero(known & ~ok)
         if len(bad):
-            self._reasons(verdict, rows[bad], [names[j] for j in bad.tolist()], out)
+            self._reasons(verdict, rows[bad], table.objects[bad], out)
         return out
 
-    @staticmethod
-    def rows(view: StateView, names: Sequence[str]) -> np.ndarray:
-        """Snapshot row of each name, -1 where gpupack does not know the node."""
-        index = view.snapshot.static.index
-        return np.fromiter(map(index.get, names, repeat(-1)), np.int64, len(names))
+    def names(self, view: StateView, names: Sequence[str]) -> Names:
+        """The node list resolved to snapshot rows; WireError when a name is not a string."""
+        static = view.snapshot.static
+        key = (static, tuple(names))
+        with self._lock:
+            hit = self._names.get(key)
+        if hit is None:
+            wire.require_names(names)
+            rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
+            hit = Names(names, rows)
+            with self._lock:
+                self._names.put(key, hit)
+        return hit  # type: ignore[return-value]
 
     @staticmethod
     def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome) -> None:
@@ -124,30 +156,31 @@ class Engine:
                 out.reasons["invalid_inventory"] = out.reasons.get("invalid_inventory", 0) + 1
 
     @staticmethod
-    def _reasons(verdict: FitResult, rows: np.ndarray, names: list[str], out: FilterOutcome) -> None:
+    def _reasons(verdict: FitResult, rows: np.ndarray, names: np.ndarray, out: FilterOutcome) -> None:
         reason = verdict.reason[rows].astype(np.int64)
         have = np.clip(verdict.have[rows], 0, (1 << 40) - 1)
         sig = np.where(reason == Reason.WRONG_MODEL, _model_sig(verdict)[rows], 0)
         key = (reason << 56) | (sig << 40) | have
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        words = [PREFIX + verdict.message(int(rows[f])) for f in first.tolist()]
-        msgs = [words[k] for k in inv.tolist()]
-        resolvable = verdict.resolvable[rows].tolist()
-        for n, m, r in zip(names, msgs, resolvable, strict=True):
-            (out.failed if r else out.unresolvable)[n] = m
+        words = np.asarray([PREFIX + verdict.message(int(rows[f])) for f in first.tolist()], dtype=object)
+        msgs = words[inv.reshape(-1)]
+        res = verdict.resolvable[rows]
+        out.failed.update(zip(names[res].tolist(), msgs[res].tolist(), strict=True))
+        out.unresolvable.update(zip(names[~res].tolist(), msgs[~res].tolist(), strict=True))
         codes, counts = np.unique(reason, return_counts=True)
         for c, k in zip(codes.tolist(), counts.tolist(), strict=True):
             label = Reason(c).name.lower()
             out.reasons[label] = out.reasons.get(label, 0) + k
 
     # -- prioritize -------------------------------------------------------------------------------------
-    def prioritize(self, view: StateView, req: PodRequest | None, names: Sequence[str]) -> list[int]:
-        """Integer scores 0..10 for `names`, spread over the nodes given (where the pod fits)."""
+    def prioritize(self, view: StateView, req: PodRequest | None, table: Names) -> np.ndarray:
+        """Integer scores 0..10 for the nodes given, spread over those where the pod fits."""
+        names = table.names
         if req is None:
-            return [0] * len(names)
+            return np.zeros(len(names), np.int64)
         if not req.managed:
-            return [NEUTRAL] * len(names)
-        rows = self.rows(view, names)
+            return np.full(len(names), NEUTRAL, np.int64)
+        rows = table.rows
         known = rows >= 0
         vals = np.full(len(names), -np.inf)
         vals[known] = self.values(view, req.demand)[rows[known]]
@@ -156,7 +189,7 @@ class Engine:
         if good.any():
             lo, hi = vals[good].min(), vals[good].max()
             out[good] = MAX_SCORE if hi - lo < 1e-12 else np.rint((vals[good] - lo) / (hi - lo) * MAX_SCORE)
-        return [int(x) for x in out]
+        return out
 
 
 def _model_sig(verdict: FitResult) -> np.ndarray:

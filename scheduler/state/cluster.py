@@ -314,7 +314,7 @@ class ClusterState:
         """Drop assumptions past their deadline; how many."""
         with self.lock:
             now = self.clock()
-            old = [u for u, b in self.ledger.bookings.items() if b.assumed and b.deadline < now]
+            old = [u for u in self.ledger.assumed if self.ledger.bookings[u].deadline < now]
             for u in old:
                 self.ledger.drop(u)
             return len(old)
@@ -325,7 +325,7 @@ class ClusterState:
 
     def assumed(self) -> dict[str, Booking]:
         with self.lock:
-            return {u: b for u, b in self.ledger.bookings.items() if b.assumed}
+            return {u: self.ledger.bookings[u] for u in self.ledger.assumed}
 
     def pods_on(self, node: str) -> list[PodEntry]:
         with self.lock:

@@ -42,6 +42,7 @@ class Ledger:
         self.bookings: dict[str, Booking] = {}
         self.applied: set[str] = set()
         self.foreign: dict[str, int] = {}
+        self.assumed: set[str] = set()  # uids of assumed bookings (expiry scans only these)
         self.conflicts = 0  # bookings that could not be applied, ever (a metric)
         self._snap: Snapshot | None = None
 
@@ -103,19 +104,28 @@ class Ledger:
         self._snap = allocate(snap, b.placement)
         self.bookings[b.uid] = b
         self.applied.add(b.uid)
+        self.assumed.add(b.uid)
 
     def put(self, b: Booking) -> bool:
         """Record a booking (replacing the pod's old one); False when it cannot be applied now."""
         old = self.bookings.get(b.uid)
         if old is not None and old.placement == b.placement and b.uid in self.applied:
             self.bookings[b.uid] = b  # same devices (an assumption confirmed by the watch): no change
+            self._mark(b)
             return True
         if old is not None:
             self.drop(b.uid)
         self.bookings[b.uid] = b
+        self._mark(b)
         if self._snap is not None:
             self._snap = self._try_apply(self._snap, b)
         return b.uid in self.applied
+
+    def _mark(self, b: Booking) -> None:
+        if b.assumed:
+            self.assumed.add(b.uid)
+        else:
+            self.assumed.discard(b.uid)
 
     def update(self, uid: str, **changes: object) -> None:
         b = self.bookings.get(uid)
@@ -124,6 +134,7 @@ class Ledger:
 
     def drop(self, uid: str) -> Booking | None:
         b = self.bookings.pop(uid, None)
+        self.assumed.discard(uid)
         if b is None:
             return None
         if uid in self.applied:
