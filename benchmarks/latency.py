@@ -209,8 +209,8 @@ def run_latency(n_nodes: int = 5000, n_pods: int = 400, n_nodes_mode: int = 500,
                     for i in sorted(rng.choice(len(nodes), n_nodes_mode, replace=False).tolist())]
             _phase(client, names, len(SHAPES) * 4, 0, False)  # warm up: imports, first fits
             result = {
-                "cluster": {"nodes": n_nodes, "gpus": 8 * n_nodes, "bound_pods": len(pods), "ready_s": round(ready_s, 1),
-                            "server_rss_mib": round(_rss_mib(proc.pid or 0), 1)},
+                "cluster": {"nodes": n_nodes, "gpus": 8 * n_nodes, "bound_pods": len(pods),
+                            "ready_s": round(ready_s, 1), "server_rss_mib": round(_rss_mib(proc.pid or 0), 1)},
                 "steady": _phase(client, names, n_pods, 100, False),
                 "binding": _phase(client, names, n_pods, 10_000, True),
                 "nodes_mode": {"nodes_per_request": n_nodes_mode, "request_kib": round(
@@ -261,8 +261,8 @@ def _report(r: dict[str, Any]) -> str:
              f"server RSS {c['server_rss_mib']} MiB (after the run {c['server_rss_mib_after']} MiB)"]
     for phase in ("steady", "binding", "nodes_mode"):
         p = r[phase]
-        verbs = ", ".join(f"{v} p50 {p[v]['p50_ms']} ms p99 {p[v]['p99_ms']} ms" for v in ("filter", "prioritize", "bind")
-                          if v in p)
+        verbs = ", ".join(f"{v} p50 {p[v]['p50_ms']} ms p99 {p[v]['p99_ms']} ms"
+                          for v in ("filter", "prioritize", "bind") if v in p)
         lines.append(f"{phase}: {p['pods']} pods, {p['pods_per_s']} pods/s; {verbs}")
     worst = max(r[ph][v]["p99_ms"] for ph in ("steady", "binding") for v in ("filter", "prioritize") if v in r[ph])
     lines.append(f"targets: p99 <= {TARGET_P99_MS} ms per verb (worst NodeNames p99 {worst} ms), "
