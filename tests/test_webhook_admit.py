@@ -12,7 +12,7 @@ from binpack.catalog import CATALOG, canonical_model
 from scheduler.podspec import read_pod
 from webhook.admit import Decision, Policy, admit
 from webhook.patch import TOLERATION, escape, pointer
-from webhook.products import GFD_PRODUCTS, PRODUCT_LABEL, is_label_value, product_values
+from webhook.products import GFD_PRODUCTS, PRODUCT_LABEL, is_label_value, product_values, unknown_models
 
 POLICY = Policy()
 
@@ -155,7 +155,7 @@ def test_model_affinity_on_a_pod_without_affinity_and_switch_off() -> None:
     out = apply(p, admit(p, POLICY))
     expr = out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"][0]
-    assert expr["values"] == ["NVIDIA-T4", "T4", "Tesla-T4", "Tesla-T4-SHARED"]
+    assert expr["values"] == ["NVIDIA-T4", "Tesla-T4", "Tesla-T4-SHARED"]
     off = admit(p, Policy(model_affinity=False))
     assert all("/spec/affinity" not in op["path"] for op in off.patch)
 
@@ -215,5 +215,14 @@ def test_gfd_products_fold_back_to_their_catalog_model() -> None:
 
 
 def test_product_values_for_unknown_and_odd_models() -> None:
-    assert product_values(["RTX 4090"]) == ("NVIDIA-RTX-4090", "RTX-4090")
-    assert product_values(["bad|value", " "]) == ()  # never a label value the apiserver would refuse
+    assert product_values(["RTX 4090", " "]) == ()
+    assert unknown_models(["RTX 4090", "a100-sxm4-80gb", " "]) == ("RTX 4090",)
+    assert product_values(["NVIDIA A100 80GB PCIe"]) == product_values(["A100-SXM4-80GB"])  # any spelling
+
+
+def test_unknown_model_gets_no_affinity_but_a_warning() -> None:
+    p = pod(ctr(GPU), ann={"gpupack.io/gpu-model": "T4|GeForce-RTX-4090"})
+    d = admit(p, POLICY)
+    out = apply(p, d)
+    assert "affinity" not in out["spec"]
+    assert any("GeForce-RTX-4090 not in gpupack's catalog" in w for w in d.warnings)

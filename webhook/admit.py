@@ -30,7 +30,7 @@ from scheduler.podspec import (
 )
 from scheduler.quantity import parse_quantity
 from webhook.patch import Mutation, Op, build_patch
-from webhook.products import product_values
+from webhook.products import product_values, unknown_models
 
 PREFIX = "gpupack: "
 DEFAULT_SCHEDULER = "default-scheduler"
@@ -208,9 +208,17 @@ def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
     if problem:
         return _deny(problem)
     raw_models = str(_annotations(pod).get(A_MODEL, "")).split("|")
-    products = product_values(raw_models) if d.models and policy.model_affinity else ()
+    products: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    if d.models and policy.model_affinity:
+        unknown = unknown_models(raw_models)
+        if unknown:  # one unlisted spelling would keep the pod off nodes the extender accepts
+            notes = (f"{PREFIX}{A_MODEL}: {', '.join(unknown)} not in gpupack's catalog: no node affinity on "
+                     f"nvidia.com/gpu.product written; the extender still matches the model by name",)
+        else:
+            products = product_values(raw_models)
     m = Mutation(scheduler_name=policy.scheduler_name, runtime_class=policy.runtime_class, products=products,
                  share_resources=share, env=env)
     p = build_patch(pod, m)
     return Decision(True, "patched" if p.ops else "unchanged", patch=p.ops,
-                    warnings=tuple(PREFIX + w for w in p.warnings))
+                    warnings=notes + tuple(PREFIX + w for w in p.warnings))

@@ -3,8 +3,9 @@
 GFD writes the NVML product name with spaces turned into '-' (`NVIDIA-A100-SXM4-80GB`,
 `Tesla-T4`), and may add `-SHARED` when the device plugin shares (renames) the GPUs. Label
 matching is exact, so the webhook's node affinity lists every spelling a node of that model
-can carry. The table is checked against binpack.catalog's aliases by the tests: each value
-must fold back to the model it is listed under.
+can carry; for a model the catalog does not know no spelling can be expected, and the webhook
+writes no affinity (the extender still matches the model by name). The table is checked against
+binpack.catalog's aliases by the tests: each value must fold back to the model it is listed under.
 """
 
 from __future__ import annotations
@@ -37,37 +38,38 @@ GFD_PRODUCTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _label_form(raw: str) -> str:
-    return "-".join(raw.split())
-
-
 def is_label_value(v: str) -> bool:
     return len(v) <= 63 and bool(_LABEL_VALUE.match(v))
 
 
-def product_values(models: Iterable[str]) -> tuple[str, ...]:
-    """Sorted label values that match any of the models as the user wrote them (raw or canonical).
+def unknown_models(models: Iterable[str]) -> tuple[str, ...]:
+    """The models (as written) that gpupack's catalog does not know: no label spelling can be expected."""
+    out = []
+    for raw in models:
+        try:
+            if raw.strip() and canonical_model(raw) not in CATALOG:
+                out.append(raw.strip())
+        except ValueError:
+            out.append(raw)
+    return tuple(out)
 
-    A model gpupack knows gets its GFD spellings (and their -SHARED forms); any model also gets the
-    user's own spelling and "NVIDIA-" + it, so an unknown model can still be matched by its label.
-    Values that are not legal label values are dropped (the apiserver would refuse the pod).
+
+def product_values(models: Iterable[str]) -> tuple[str, ...]:
+    """Sorted label values that match any of the (catalogued) models, raw or canonical spelling.
+
+    Each model gets its GFD spellings, their -SHARED forms and "NVIDIA-" + its catalog name. Models
+    gpupack does not know contribute nothing (see unknown_models); values that are not legal label
+    values are dropped (the apiserver would refuse the pod).
     """
     out: set[str] = set()
     for raw in models:
-        raw = raw.strip()
-        if not raw:
+        if not raw.strip():
             continue
-        try:
-            canon = canonical_model(raw)
-        except ValueError:
+        canon = canonical_model(raw)
+        if canon not in CATALOG:
             continue
         known = GFD_PRODUCTS.get(canon, ())
         out.update(known)
         out.update(v + _SHARED for v in known)
-        if canon in CATALOG:
-            out.add("NVIDIA-" + canon)
-        mine = _label_form(raw)
-        out.add(mine)
-        if not mine.upper().startswith(("NVIDIA-", "TESLA-")):
-            out.add("NVIDIA-" + mine)
-    return tuple(sorted(v for v in out if v and is_label_value(v)))
+        out.add("NVIDIA-" + canon)
+    return tuple(sorted(v for v in out if is_label_value(v)))
