@@ -134,3 +134,20 @@ def test_start_up_refuses_a_bad_pair(tmp_path: Path) -> None:
     (tmp_path / "tls.key").write_bytes(b.private_key_pem.bytes())
     with pytest.raises(ssl.SSLError):
         CertReloader(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+
+@pytest.mark.parametrize("factory", [True, False])
+def test_uvicorn_gets_the_reloading_context_either_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       factory: bool) -> None:
+    import webhook.server
+
+    monkeypatch.setattr(webhook.server, "HAS_SSL_FACTORY", factory)  # older uvicorn: no ssl_context_factory
+    write_pair(trustme.CA().issue_cert("127.0.0.1"), tmp_path)
+    settings = WebhookSettings(host="127.0.0.1", port=9443, tls_cert=tmp_path / "tls.crt",
+                               tls_key=tmp_path / "tls.key")
+    server, reloader = build_server(settings)
+    assert reloader is not None
+    if not server.config.loaded:
+        server.config.load()  # what Server.serve does first
+    assert server.config.ssl is reloader.context
+    assert reloader.context.sni_callback is not None

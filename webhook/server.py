@@ -1,8 +1,9 @@
 """Run the webhook app under uvicorn over TLS, with the certificate pair reloaded when its files change.
 
-uvicorn builds its SSLContext from file names once; `ssl_context_factory` (uvicorn >= 0.40) hands it
-the CertReloader's context instead. Older uvicorn gets the same context by loading the Config first
-and replacing `config.ssl`, which Server.startup passes to loop.create_server.
+uvicorn builds its SSLContext from file names once; where uvicorn.Config has `ssl_context_factory`
+(recent releases) it hands uvicorn the CertReloader's context instead. Older uvicorn gets the same
+context by loading the Config first and replacing `config.ssl`, which Server.startup passes to
+loop.create_server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from webhook.app import Metrics, create_app
 from webhook.settings import WebhookSettings
 from webhook.tls import CertReloader
 
+HAS_SSL_FACTORY = "ssl_context_factory" in inspect.signature(uvicorn.Config).parameters
+
 
 def build_server(
     settings: WebhookSettings, metrics: Metrics | None = None,
@@ -27,7 +30,7 @@ def build_server(
     if settings.tls_cert is not None and settings.tls_key is not None:
         reloader = CertReloader(settings.tls_cert, settings.tls_key, on_reload=m.on_reload)
     kw: dict[str, object] = {}
-    factory_ok = "ssl_context_factory" in inspect.signature(uvicorn.Config).parameters
+    factory_ok = HAS_SSL_FACTORY
     if reloader is not None and factory_ok:
         ctx = reloader.context
 
