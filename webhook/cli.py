@@ -26,13 +26,14 @@ def _settings(**given: Any) -> WebhookSettings:
 
 
 def webhook(
-    host: Annotated[str | None, typer.Option(help="address to listen on [default 0.0.0.0]")] = None,
-    port: Annotated[int | None, typer.Option(help="TLS port [default 9443]")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 0.0.0.0)")] = None,
+    port: Annotated[int | None, typer.Option(help="TLS port (default 9443)")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain; re-read when the file changes")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key; re-read when the file changes")] = None,
     scheduler_name: Annotated[str | None, typer.Option(help="schedulerName for GPU pods")] = None,
     runtime_class: Annotated[str | None, typer.Option(help="runtimeClassName for GPU pods (e.g. nvidia)")] = None,
-    max_gpus_per_node: Annotated[int | None, typer.Option(help="deny pods asking more whole GPUs [8]")] = None,
+    max_gpus_per_node: Annotated[int | None, typer.Option(
+        help="deny pods asking more whole GPUs (default 8)")] = None,
     model_affinity: Annotated[bool | None, typer.Option(
         "--model-affinity/--no-model-affinity", help="required affinity on nvidia.com/gpu.product")] = None,
     insecure_http: Annotated[bool | None, typer.Option(
