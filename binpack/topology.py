@@ -91,6 +91,29 @@ def largest_clique(nvlink: np.ndarray, free: Sequence[int]) -> int:
     return best
 
 
+def disjoint_sets(nvlink: np.ndarray, free: Sequence[int], k: int) -> int:
+    """How many disjoint all-NVLinked k-subsets of `free` fit at once (an upper bound for pod groups)."""
+    free = sorted(free)
+    if k <= 1:
+        return len(free)
+    adj = {g: frozenset(h for h in free if h != g and nvlink[g, h] > 0) for g in free}
+
+    @cache
+    def most(left: frozenset[int]) -> int:
+        if len(left) < k:
+            return 0
+        g = min(left)
+        best = most(left - {g})  # g stays unused
+        for rest in itertools.combinations(sorted(adj[g] & left), k - 1):
+            if all(nvlink[a, b] > 0 for a, b in itertools.combinations(rest, 2)):
+                best = max(best, 1 + most(left - {g, *rest}))
+                if best == len(left) // k:
+                    break  # every GPU is in a set already: cannot do better
+        return best
+
+    return most(frozenset(free))
+
+
 # Reference boards (../shared/reference/topology.md), as (nvlink, pcie) matrices.
 
 @cache
