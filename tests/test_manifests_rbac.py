@@ -149,7 +149,7 @@ def granted(objs: tuple[dict[str, Any], ...], sa: str) -> set[Grant]:
         ref = b["roleRef"]
         ns = b["metadata"].get("namespace") if ref["kind"] == "Role" else None
         role = roles.get((ref["kind"], ns, ref["name"]))
-        assert role is not None, f"{b['metadata']['name']} binds {ref['kind']}/{ref['name']}, which gpupack does not define"
+        assert role is not None, f"{b['metadata']['name']} binds {ref['kind']}/{ref['name']}, not defined here"
         out |= _expand(role["rules"])
     return out
 
