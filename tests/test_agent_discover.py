@@ -172,3 +172,19 @@ def test_every_checked_in_inventory_parses_into_a_binpack_node(path: Path) -> No
     node = node_from_k8s({"metadata": {"name": path.stem, "annotations": {INVENTORY: path.read_text()}}})
     assert len(node.gpus) == (len(doc["gpus"]) if doc["status"] == "ok" else 0)
     Snapshot.build([node])
+
+
+def test_pynvml_is_imported_only_by_the_agent() -> None:
+    """binpack never imports NVML (import-linter checks it too); the rest of the project neither."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    importers = set()
+    for pkg in ("binpack", "scheduler", "webhook", "benchmarks"):
+        for f in (root / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n.split(".")[0] == "pynvml" for n in names):
+                    importers.add(str(f.relative_to(root)))
+    assert importers == {"scheduler/agent/nvml.py", "scheduler/agent/fake_nvml.py"}
