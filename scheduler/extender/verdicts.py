@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -41,12 +42,12 @@ class FilterOutcome:
     reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason (a metric)
 
 
-class _Lru(OrderedDict[object, object]):
+class _Lru(OrderedDict[Any, Any]):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def put(self, key: object, value: object) -> None:
+    def put(self, key: Any, value: Any) -> None:
         self[key] = value
         if len(self) > self.size:
             self.popitem(last=False)
@@ -89,18 +90,34 @@ class Engine:
             hit = fit(view.snapshot, demand)
             with self._lock:
                 self._fits.put(key, hit)
-        return hit  # type: ignore[return-value]
+        return hit
 
     def values(self, view: StateView, demand: Demand) -> np.ndarray:
-        """Float scores for every snapshot node (-inf where the demand does not fit)."""
-        key = (demand, view.snapshot.generation, view.mix.version, len(view.mix))
+        """Float scores for every snapshot node (-inf where the demand does not fit).
+
+        A node's score depends only on that node and the mix, so after a bind only the nodes that
+        changed since the cached generation are scored again."""
+        snap = view.snapshot
+        key = (demand, view.mix.version, len(view.mix), snap.static)
         with self._lock:
             hit = self._scores.get(key)
-        if hit is None:
-            hit = score(self.fit(view, demand), view.mix).value
-            with self._lock:
-                self._scores.put(key, hit)
-        return hit  # type: ignore[return-value]
+        if hit is not None and hit[0] == snap.generation:
+            return hit[1]
+        verdict = self.fit(view, demand)
+        changed = view.changed_since(hit[0]) if hit is not None else None
+        if hit is not None and changed is not None and len(changed) * 4 < len(snap.names):
+            rows = np.asarray([snap.static.index[n] for n in changed if n in snap.static.index], np.int64)
+            mask = np.zeros(len(snap.names), bool)
+            mask[rows] = True
+            part = FitResult(snap, demand, verdict.fits & mask, verdict.reason, verdict.have)
+            vals = hit[1].copy()
+            vals[rows] = score(part, view.mix).value[rows]
+        else:
+            vals = score(verdict, view.mix).value
+        vals.flags.writeable = False
+        with self._lock:
+            self._scores.put(key, (snap.generation, vals))
+        return vals
 
     # -- filter -----------------------------------------------------------------------------------------
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
@@ -141,7 +158,7 @@ class Engine:
             hit = Names(names, rows)
             with self._lock:
                 self._names.put(key, hit)
-        return hit  # type: ignore[return-value]
+        return hit
 
     @staticmethod
     def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome) -> None:

@@ -12,6 +12,7 @@ something, so the ledger never double-books and never forgets a pod that really 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -45,6 +46,21 @@ class Ledger:
         self.assumed: set[str] = set()  # uids of assumed bookings (expiry scans only these)
         self.conflicts = 0  # bookings that could not be applied, ever (a metric)
         self._snap: Snapshot | None = None
+        # (generation, node) per incremental change, so caches can refresh only the nodes that changed
+        self._log: deque[tuple[int, str]] = deque(maxlen=8192)
+        self._floor = 0  # changes at or before this generation are not in the log
+
+    def _set(self, snap: Snapshot, node: str) -> None:
+        if len(self._log) == self._log.maxlen:
+            self._floor = self._log[0][0]
+        self._log.append((snap.generation, node))
+        self._snap = snap
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        """Nodes changed after that generation of this ledger's snapshot; None when not known."""
+        if generation < self._floor:
+            return None
+        return {n for g, n in self._log if g > generation}
 
     # -- nodes ------------------------------------------------------------------------------------------
     def set_nodes(self, nodes: Mapping[str, Node]) -> None:
@@ -78,6 +94,7 @@ class Ledger:
             if n and node in snap.static.index:
                 snap = set_foreign(snap, node, n)
         self._snap = snap
+        self._floor = snap.generation
 
     def _try_apply(self, snap: Snapshot, b: Booking) -> Snapshot:
         if b.node not in snap.static.index:
@@ -101,7 +118,7 @@ class Ledger:
             raise Conflict(f"pod {b.uid} already holds devices")
         if b.node not in snap.static.index:
             raise Conflict(f"node {b.node} is unknown")
-        self._snap = allocate(snap, b.placement)
+        self._set(allocate(snap, b.placement), b.node)
         self.bookings[b.uid] = b
         self.applied.add(b.uid)
         self.assumed.add(b.uid)
@@ -118,7 +135,7 @@ class Ledger:
         self.bookings[b.uid] = b
         self._mark(b)
         if self._snap is not None:
-            self._snap = self._try_apply(self._snap, b)
+            self._set(self._try_apply(self._snap, b), b.node)
         return b.uid in self.applied
 
     def _mark(self, b: Booking) -> None:
@@ -140,7 +157,7 @@ class Ledger:
         if uid in self.applied:
             self.applied.discard(uid)
             if self._snap is not None:
-                self._snap = release(self._snap, b.placement)
+                self._set(release(self._snap, b.placement), b.node)
                 self._retry(b.node)
         return b
 
@@ -149,7 +166,7 @@ class Ledger:
         assert self._snap is not None
         for b in list(self.bookings.values()):
             if b.node == node and b.uid not in self.applied:
-                self._snap = self._try_apply(self._snap, b)
+                self._set(self._try_apply(self._snap, b), node)
 
     def add_foreign(self, node: str, delta: int) -> None:
         if not delta:
@@ -157,7 +174,7 @@ class Ledger:
         n = max(self.foreign.get(node, 0) + delta, 0)
         self.foreign[node] = n
         if self._snap is not None and node in self._snap.static.index:
-            self._snap = set_foreign(self._snap, node, n)
+            self._set(set_foreign(self._snap, node, n), node)
 
     def on_node(self, node: str) -> Iterable[Booking]:
         self.snapshot()

@@ -150,9 +150,17 @@ class MemoryApi:
                                                "reason": "Expired", "code": 410,
                                                "message": f"too old resource version: {since} ({self._compacted})"})
                     return
-                batch = [e for rv, k, e in self._log if rv > since and k == kind]
+                batch: list[WatchEvent] = []
+                if self._rv > since:  # the log is in version order: read back only past `since`
+                    for rv, k, e in reversed(self._log):
+                        if rv <= since:
+                            break
+                        if k == kind:
+                            batch.append(e)
+                    batch.reverse()
                 last = self._rv
                 if not batch:
+                    since = last
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return
