@@ -66,7 +66,8 @@ class Inventory:
             parts.append(f"MIG on {len(mig)} GPUs ({'/'.join(kinds)}, {insts} instances)")
         if linked:
             via = " via NVSwitch" if any(self.switch_links) else ""
-            parts.append(f"NVLink {linked}/{len(pairs)} pairs, {min(c for c in pairs if c)}-{max(pairs)} links{via}")
+            lo, hi = min(c for c in pairs if c), max(pairs)
+            parts.append(f"NVLink {linked}/{len(pairs)} pairs, {lo if lo == hi else f'{lo}-{hi}'} links{via}")
         else:
             parts.append("no NVLink")
         known = sum(1 for i in range(n) for j in range(i + 1, n) if self.pcie[i][j])
