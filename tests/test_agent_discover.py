@@ -75,6 +75,7 @@ def test_mixed_mig_layouts_are_read_instance_by_instance() -> None:
         for m in g.mig_instances:
             assert m.uuid == mig_uuid(fake.gpus[i].uuid, gi_of[(m.start, m.profile)], 0)
     assert any("split into 3 compute instances" in n for n in inv.notes)
+    assert any(n.startswith("GPU 5: MIG is on but no MIG device is visible") for n in inv.notes)
 
 
 def test_dynamic_mode_publishes_mig_gpus_without_a_layout() -> None:

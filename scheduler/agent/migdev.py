@@ -103,6 +103,9 @@ def read_instances(nvml: Nvml, device: Handle, model: str, index: int) -> tuple[
         except nvml.NVMLError:
             ci_slices = None
         by_gi.setdefault(gi_id, []).append((uuid, ci_slices))
+    if not by_gi:  # an empty layout looks the same as MIG devices the container may not see
+        notes.append(f"GPU {index}: MIG is on but no MIG device is visible (none created yet, or the agent "
+                     "lacks NVIDIA's mig-monitor capability: see docs/agent.md)")
     out: list[MigInstance] = []
     for gi_id, cis in sorted(by_gi.items()):
         info = nvml.nvmlGpuInstanceGetInfo(nvml.nvmlDeviceGetGpuInstanceById(device, gi_id))
