@@ -56,9 +56,10 @@ class _StateCollector(Collector):
             free = v.free_milli()
             plain = usable & (s.mig_mode == 0)
             used = (plain & (free < FULL_MILLI)) | (usable & (v.mig_used != 0))
-            whole_free = np.where(v.whole_free(), FULL_MILLI, 0).sum()
-            total_free = free.sum()
             foreign = int(v.foreign.sum())
+            # foreign pods hold whole GPUs gpupack cannot see: they are neither free nor stranded
+            whole_free = max(int(np.where(v.whole_free(), FULL_MILLI, 0).sum()) - foreign * FULL_MILLI, 0)
+            total_free = max(int(free.sum()) - foreign * FULL_MILLI, 0)
         in_use = GaugeMetricFamily("gpupack_allocated_gpus", "GPUs with something booked (incl. foreign pods)")
         in_use.add_metric([], float(used.sum() + foreign))
         yield in_use

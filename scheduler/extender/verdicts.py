@@ -10,6 +10,7 @@ a few distinct sentences. Messages start with "gpupack: " so `kubectl describe p
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -109,7 +110,7 @@ class Engine:
             rows = np.asarray([snap.static.index[n] for n in changed if n in snap.static.index], np.int64)
             mask = np.zeros(len(snap.names), bool)
             mask[rows] = True
-            part = FitResult(snap, demand, verdict.fits & mask, verdict.reason, verdict.have)
+            part = dataclasses.replace(verdict, fits=verdict.fits & mask)  # the same verdict, fewer rows
             vals = hit[1].copy()
             vals[rows] = score(part, view.mix).value[rows]
         else:
