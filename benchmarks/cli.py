@@ -8,6 +8,7 @@ comes from benchmarks.latency when that module exists.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -39,7 +40,7 @@ def packing(
     from benchmarks.plot import plot
     from benchmarks.report import table, write_json
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a piped table keeps its columns
     try:
         names = parse_policies(policies)
         seed_list = seeds_from(seeds)
@@ -60,7 +61,9 @@ def packing(
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
     console.print(table(result))
-    console.print(f"{len(result.results)} runs in {result.seconds:.0f} s on {result.workers} worker(s)")
+    cpu = sum(r.cpu_seconds for r in result.results)
+    console.print(f"{len(result.results)} runs in {result.seconds:.0f} s wall on {result.workers} worker(s); "
+                  f"{cpu:.0f} CPU s in the scheduling loops")
     stem = Path(pod_arg).stem if pods else trace
     targets = [(json_path, plot_path)]
     if out is not None:

@@ -61,14 +61,15 @@ def plot(p: Packing, path: Path) -> None:
     full.set_xlim(0, 131)
     full.set_ylim(0, 101)
     frag.set_xlim(0, 131)
-    titles = ("(a) GPU allocation", "(b) saturation (zoom), bound and offline reference", "(c) GPUs fragmented")
+    titles = ("(a) GPU allocation", "(b) saturation (zoom), bound and offline reference",
+              "(c) free GPUs fragmented for the target mix (FGD's measure)")
     ylabels = ("GPUs allocated, % of capacity", "GPUs allocated, % of capacity", "fragmented GPU milli, % of capacity")
     for ax, title, ylabel in zip((full, zoom, frag), titles, ylabels, strict=True):
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("arrived GPU request, % of capacity")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    zoom.legend(fontsize=8.5, loc="lower left")
+    zoom.legend(fontsize=8.5, loc="lower right", framealpha=0.95)
     full.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"gpupack bench packing: {p.pods} trace on {p.nodes} nodes ({p.gpus} GPUs), "
                  f"mean of {len(p.seeds)} seed(s), band = min..max", fontsize=12)

@@ -41,7 +41,7 @@ class Summary:
     frag_100: float
     failed: float
     decision_ms: float
-    seconds: float
+    cpu_seconds: float  # summed over the seeds
 
 
 def summarise(p: Packing) -> tuple[Summary, ...]:
@@ -55,7 +55,7 @@ def summarise(p: Packing) -> tuple[Summary, ...]:
             round(float(np.mean([r.frag_at_100 for r in rs])), 2),
             round(float(np.mean([r.failed for r in rs])), 1),
             round(float(np.mean([r.decision_ms for r in rs])), 3),
-            round(float(np.sum([r.seconds for r in rs])), 1)))
+            round(float(np.sum([r.cpu_seconds for r in rs])), 1)))
     return tuple(out)
 
 
@@ -75,25 +75,27 @@ def table(p: Packing) -> Table:
     paper = is_default(p)
     t = Table(title=f"bench packing: {p.pods} on {p.nodes} ({p.node_count} nodes, {p.gpus} GPUs), "
                     f"{len(p.seeds)} seed(s) from {p.seeds[0]}; % of GPU capacity")
-    for col in ("policy", "alloc @100%", "alloc @130%", "frag @100%", "failed tasks", "ms/decision"):
+    for col in ("policy", "alloc @100%", "alloc @130%", "frag @100%", "failed tasks", "CPU ms/task", "CPU s"):
         t.add_column(col, justify="left" if col == "policy" else "right")
     if paper:
         t.add_column("paper @100%", justify="right")
     for s in sorted(summarise(p), key=lambda s: s.alloc_100):
         row = [s.policy, f"{s.alloc_100:.2f} ± {s.alloc_100_std:.2f}", f"{s.alloc_130:.2f}", f"{s.frag_100:.2f}",
-               f"{s.failed:.0f}", f"{s.decision_ms:.2f}"]
+               f"{s.failed:.0f}", f"{s.decision_ms:.2f}", f"{s.cpu_seconds:.0f}"]
         t.add_row(*row, *([f"{PAPER_DEFAULT[s.policy]:.2f}" if s.policy in PAPER_DEFAULT else "-"] if paper else []))
     means = bound_means(p)
     if means is not None:
         t.add_section()
-        t.add_row("offline best-fit-decreasing", f"{means[1]:.2f}", "", "", "", "", *([""] if paper else []))
-        t.add_row("configuration-LP upper bound", f"{means[0]:.2f}", "", "", "", "", *([""] if paper else []))
+        pad = [""] * (5 + paper)
+        t.add_row("offline best-fit-decreasing", f"{means[1]:.2f}", *pad)
+        t.add_row("configuration-LP upper bound", f"{means[0]:.2f}", *pad)
     return t
 
 
 def _run(r: RunResult) -> dict[str, Any]:
     return {"policy": r.policy, "seed": r.seed, "alloc_at_100": r.alloc_at_100, "alloc_at_130": r.alloc_at_130,
             "frag_at_100": r.frag_at_100, "tasks": r.tasks, "failed": r.failed, "seconds": r.seconds,
+            "cpu_seconds": r.cpu_seconds,
             "curve": [list(x) for x in r.curve], "frag_curve": [list(x) for x in r.frag_curve]}
 
 

@@ -124,7 +124,9 @@ class SyntheticResult:
     decision_ms: float
 
 
-class _Chooser:
+class Chooser:
+    """Picks node and devices for one demand, by policy."""
+
     def __init__(self, policy: str, seed: int) -> None:
         self.policy = policy
         self.rng = np.random.default_rng([seed, 3])
@@ -155,37 +157,49 @@ class _Chooser:
                          cpu_milli=p.cpu_milli, host_memory_mib=p.host_memory_mib, kind=p.kind)
 
 
+def book(chooser: Chooser, snap: Snapshot, item: Item
+         ) -> tuple[Snapshot, list[tuple[Demand, Placement]], list[tuple[bool, bool]]]:
+    """Place an item's members one by one; if one does not fit, release them all (all or nothing).
+
+    Returns the new snapshot, the bookings, and per multi-GPU placement whether it took the best
+    free link set of its node and whether its GPUs are all NVLinked pairwise."""
+    booked: list[tuple[Demand, Placement]] = []
+    links: list[tuple[bool, bool]] = []
+    for d in item.members:
+        p = chooser.place(snap, d)
+        if p is None:
+            break
+        if d.kind is DemandKind.WHOLE and d.count > 1:
+            i = snap.node_index(p.node)
+            with snap.read() as v:
+                free = np.flatnonzero(v.whole_free(d.models)[i]).tolist()
+                pair, nv = v.s.pair[i], v.s.nvlink[i]
+            top = best_set(pair, nv, free, d.count, False)
+            links.append((top is None or set_score(pair, p.gpus) >= set_score(pair, top), all_linked(nv, p.gpus)))
+        snap = allocate(snap, p)
+        booked.append((d, p))
+    if len(booked) < len(item.members):
+        for _, p in booked:
+            snap = release(snap, p)
+        return snap, [], []
+    return snap, booked, links
+
+
 def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) -> SyntheticResult:
     """Place the seeded workload with one policy; measure allocation, links and gang success."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}: known {', '.join(POLICIES)}")
     snap = Snapshot.build(nodes)
-    chooser = _Chooser(policy, seed)
+    chooser = Chooser(policy, seed)
     capacity = sum(len(n.gpus) for n in nodes) * 1000
     got = asked = failed = multi = best_links = linked = groups = groups_ok = decisions = 0
     start = time.perf_counter()
     for item in make_workload(nodes, seed, load):
-        booked: list[tuple[Demand, Placement]] = []
-        for d in item.members:
-            decisions += 1
-            p = chooser.place(snap, d)
-            if p is None:
-                break
-            if d.kind is DemandKind.WHOLE and d.count > 1:
-                i = snap.node_index(p.node)
-                with snap.read() as v:
-                    free = np.flatnonzero(v.whole_free(d.models)[i]).tolist()
-                    pair, nv = v.s.pair[i], v.s.nvlink[i]
-                top = best_set(pair, nv, free, d.count, False)
-                multi += 1
-                best_links += int(top is None or set_score(pair, p.gpus) >= set_score(pair, top))
-                linked += int(all_linked(nv, p.gpus))
-            snap = allocate(snap, p)
-            booked.append((d, p))
-        if len(booked) < len(item.members):  # all or nothing: give back what the item took
-            for _, p in booked:
-                snap = release(snap, p)
-            booked = []
+        snap, booked, links = book(chooser, snap, item)
+        decisions += len(item.members)
+        multi += len(links)
+        best_links += sum(best for best, _ in links)
+        linked += sum(nv for _, nv in links)
         ask = sum(_milli(d) for d in item.members)
         asked += ask
         failed += 0 if booked else ask
