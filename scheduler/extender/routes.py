@@ -86,7 +86,9 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
                 except Exception as e:  # a bug must still answer the result type, not a traceback
                     log.exception("%s failed", name)
                     resp = _json(bad(f"{PREFIX}internal error in {name}: {type(e).__name__}: {e}"))
-                metrics.latency.labels(name).observe(time.perf_counter() - t0)
+                dt = time.perf_counter() - t0
+                metrics.latency.labels(name).observe(dt)
+                resp.headers["server-timing"] = f"{name};dur={dt * 1e3:.3f}"  # time inside gpupack, in ms
                 return resp
 
             router.add_api_route(f"{prefix}/{name}", handler, methods=["POST"], name=name)
