@@ -8,6 +8,7 @@ loop.create_server.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import ssl
 from collections.abc import Callable
@@ -52,4 +53,8 @@ def build_server(
 def serve(settings: WebhookSettings) -> None:
     """Serve until SIGINT/SIGTERM."""
     server, _ = build_server(settings)
+    # Everything imported so far (FastAPI, pydantic, numpy, OR-Tools...) lives forever: keep it out of
+    # the collector's full passes, which otherwise stall an admission for milliseconds now and then.
+    gc.collect()
+    gc.freeze()
     server.run()
