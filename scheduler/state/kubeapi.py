@@ -199,6 +199,7 @@ class KubernetesApi:
         from kubernetes import client
 
         body = client.V1Binding(
+            api_version="v1", kind="Binding",
             metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
         )
