@@ -177,6 +177,18 @@ def _ignored_annotations(pod: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(f"{PREFIX}{a} is set but the pod asks for no GPU; gpupack ignores it" for a in names)
 
 
+def _model_affinity(pod: Mapping[str, Any], policy: Policy) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The nvidia.com/gpu.product values for the pod's models, or a warning saying why there are none."""
+    if not policy.model_affinity:
+        return (), ()
+    raw = str(_annotations(pod).get(A_MODEL, "")).split("|")
+    unknown = unknown_models(raw)
+    if unknown:  # one unlisted spelling would keep the pod off nodes the extender accepts
+        return (), (f"{PREFIX}{A_MODEL}: {', '.join(unknown)} not in gpupack's catalog: no node affinity on "
+                    f"nvidia.com/gpu.product written; the extender still matches the model by name",)
+    return product_values(raw), ()
+
+
 def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
     """Allow a pod that asks for no GPU untouched; deny a malformed GPU request; patch a good one."""
     if not asks_for_gpu(pod):
@@ -207,16 +219,7 @@ def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
     problem = problem or _name_problem(env)
     if problem:
         return _deny(problem)
-    raw_models = str(_annotations(pod).get(A_MODEL, "")).split("|")
-    products: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    if d.models and policy.model_affinity:
-        unknown = unknown_models(raw_models)
-        if unknown:  # one unlisted spelling would keep the pod off nodes the extender accepts
-            notes = (f"{PREFIX}{A_MODEL}: {', '.join(unknown)} not in gpupack's catalog: no node affinity on "
-                     f"nvidia.com/gpu.product written; the extender still matches the model by name",)
-        else:
-            products = product_values(raw_models)
+    products, notes = _model_affinity(pod, policy) if d.models else ((), ())
     m = Mutation(scheduler_name=policy.scheduler_name, runtime_class=policy.runtime_class, products=products,
                  share_resources=share, env=env)
     p = build_patch(pod, m)
