@@ -44,6 +44,7 @@ class Ledger:
         self.applied: set[str] = set()
         self.foreign: dict[str, int] = {}
         self.assumed: set[str] = set()  # uids of assumed bookings (expiry scans only these)
+        self.by_node: dict[str, set[str]] = {}  # node -> uids booked there
         self.conflicts = 0  # bookings that could not be applied, ever (a metric)
         self._snap: Snapshot | None = None
         # (generation, node) per incremental change, so caches can refresh only the nodes that changed
@@ -121,7 +122,7 @@ class Ledger:
         self._set(allocate(snap, b.placement), b.node)
         self.bookings[b.uid] = b
         self.applied.add(b.uid)
-        self.assumed.add(b.uid)
+        self._mark(b)
 
     def put(self, b: Booking) -> bool:
         """Record a booking (replacing the pod's old one); False when it cannot be applied now."""
@@ -139,6 +140,7 @@ class Ledger:
         return b.uid in self.applied
 
     def _mark(self, b: Booking) -> None:
+        self.by_node.setdefault(b.node, set()).add(b.uid)
         if b.assumed:
             self.assumed.add(b.uid)
         else:
@@ -154,6 +156,7 @@ class Ledger:
         self.assumed.discard(uid)
         if b is None:
             return None
+        self.by_node.get(b.node, set()).discard(uid)
         if uid in self.applied:
             self.applied.discard(uid)
             if self._snap is not None:
@@ -164,9 +167,9 @@ class Ledger:
     def _retry(self, node: str) -> None:
         """Apply bookings of the node that did not fit before (something was just freed there)."""
         assert self._snap is not None
-        for b in list(self.bookings.values()):
-            if b.node == node and b.uid not in self.applied:
-                self._set(self._try_apply(self._snap, b), node)
+        for uid in sorted(self.by_node.get(node, ())):
+            if uid not in self.applied:
+                self._set(self._try_apply(self._snap, self.bookings[uid]), node)
 
     def add_foreign(self, node: str, delta: int) -> None:
         if not delta:
@@ -178,7 +181,7 @@ class Ledger:
 
     def on_node(self, node: str) -> Iterable[Booking]:
         self.snapshot()
-        return [b for b in self.bookings.values() if b.node == node and b.uid in self.applied]
+        return [self.bookings[u] for u in self.by_node.get(node, ()) if u in self.applied]
 
     def recorded(self) -> dict[str, Placement]:
         """uid -> placement of every applied booking (the state tests compare these)."""
