@@ -60,16 +60,22 @@ class Names:
     kube-scheduler sends the same list pod after pod (all feasible nodes, same rotation when every
     node is evaluated), so it is resolved once and reused while the node set stays the same."""
 
-    def __init__(self, names: Sequence[str], rows: np.ndarray) -> None:
+    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes]) -> None:
         self.names = names
         self.rows = rows
+        self._parts = parts
         self.objects = np.asarray(names, dtype=object)  # for selecting many names without a Python loop
         self._template: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def template(self) -> tuple[np.ndarray, np.ndarray]:
         if self._template is None:
-            self._template = wire.score_template(self.names)
+            parts = self._parts
+            if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
+                parts.clear()
+            get = parts.get
+            self._template = wire.score_template(
+                [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
         return self._template
 
 
@@ -80,6 +86,7 @@ class Engine:
         self._fits = _Lru(cache_size)
         self._scores = _Lru(cache_size)
         self._names = _Lru(16)
+        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
 
@@ -156,7 +163,7 @@ class Engine:
         if hit is None:
             wire.require_names(names)
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
-            hit = Names(names, rows)
+            hit = Names(names, rows, self._parts)
             with self._lock:
                 self._names.put(key, hit)
         return hit

@@ -95,16 +95,19 @@ def require_names(names: Sequence[object]) -> None:
         raise WireError("node names must be strings")
 
 
-def score_template(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The HostPriorityList for these names with every Score a blank two-character field, and where
-    each field is: made once per distinct node list, then filled per request with two NumPy writes
-    (whitespace before a one-digit score is plain JSON; the scheduler's decoder reads it as any other)."""
-    parts = [b'{"Host":' + orjson.dumps(n) + b',"Score":' for n in names]
+def score_part(name: str) -> bytes:
+    """One HostPriority with a blank two-character Score: `{"Host":"<name>","Score":  }`."""
+    return b'{"Host":' + orjson.dumps(name) + b',"Score":  }'
+
+
+def score_template(parts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The HostPriorityList of these parts (see score_part) and where each blank Score is: made once
+    per distinct node list, then filled per request with two NumPy writes (whitespace before a
+    one-digit score is plain JSON; the scheduler's decoder reads it as any other)."""
     lens = np.fromiter(map(len, parts), np.int64, len(parts))
-    ends = np.cumsum(lens + 4) - 4  # each element is prefix + 2 digits + "}" + ","
-    body = b"[" + b",".join(p + b"  }" for p in parts) + b"]"
-    tmpl = np.frombuffer(body, np.uint8).copy()
-    return tmpl, ends + 1  # +1 for the "["
+    body = b"[" + b",".join(parts) + b"]"
+    ends = np.cumsum(lens + 1) - 1  # index just past each part, counting the "," after it
+    return np.frombuffer(body, np.uint8).copy(), ends - 2  # the two blanks sit before the "}"
 
 
 def prioritize_result(template: tuple[np.ndarray, np.ndarray], scores: np.ndarray) -> bytes:
