@@ -119,8 +119,8 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
     async def _prioritize(body: bytes) -> Response:
         args = wire.parse_args(body)
         view = state.view()
-        table = engine.names(view, args.names)
         req, _ = pod_request(args.pod)
+        table = engine.names(view, args.names, req.uid if req is not None else "")
         scores = engine.prioritize(view, req, table) if view.ready else np.zeros(len(args.names), np.int64)
         return _json(wire.prioritize_result(table.template, scores))
 

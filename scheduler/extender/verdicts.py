@@ -58,25 +58,36 @@ class Names:
     """A request's node list resolved against one snapshot: rows (-1: unknown) and answer pieces.
 
     kube-scheduler sends the same list pod after pod (all feasible nodes, same rotation when every
-    node is evaluated), so it is resolved once and reused while the node set stays the same."""
+    node is evaluated), so it is resolved once and reused while the node set stays the same; the
+    list prioritize gets is the part of it that filter passed, cut out of it without a Python loop."""
 
-    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes]) -> None:
+    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: object,
+                 parent: tuple[Names, np.ndarray] | None = None) -> None:
         self.names = names
         self.rows = rows
-        self._parts = parts
+        self.static = static  # the snapshot layout the rows index
         self.objects = np.asarray(names, dtype=object)  # for selecting many names without a Python loop
-        self._template: tuple[np.ndarray, np.ndarray] | None = None
+        self._parts = parts
+        self._parent = parent  # (the list this one was cut from, the positions kept)
+        self._template: wire.ScoreTemplate | None = None
 
     @property
-    def template(self) -> tuple[np.ndarray, np.ndarray]:
+    def template(self) -> wire.ScoreTemplate:
         if self._template is None:
-            parts = self._parts
-            if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
-                parts.clear()
-            get = parts.get
-            self._template = wire.score_template(
-                [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
+            if self._parent is not None:
+                whole, keep = self._parent
+                self._template = wire.sub_template(whole.template, keep)
+            else:
+                parts = self._parts
+                if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
+                    parts.clear()
+                get = parts.get
+                self._template = wire.score_template(
+                    [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
         return self._template
+
+    def subset(self, keep: np.ndarray, names: list[str]) -> Names:
+        return Names(names, self.rows[keep], self._parts, self.static, (self, keep))
 
 
 class Engine:
@@ -87,6 +98,7 @@ class Engine:
         self._scores = _Lru(cache_size)
         self._names = _Lru(16)
         self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
+        self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
 
@@ -128,8 +140,38 @@ class Engine:
         return vals
 
     # -- filter -----------------------------------------------------------------------------------------
+    def names(self, view: StateView, names: Sequence[str], uid: str = "") -> Names:
+        """The node list resolved to snapshot rows; WireError when a name is not a string.
+
+        `uid`: prioritize's list is usually exactly what filter passed for the pod; then it is cut
+        from filter's list (one list comparison) instead of being looked up name by name."""
+        static = view.snapshot.static
+        with self._lock:
+            stash = self._passed.get(uid) if uid else None
+        if stash is not None:
+            whole, keep, passed = stash
+            if whole.static is static and names == passed:
+                return whole.subset(keep, passed)
+        key = (static, tuple(names))
+        with self._lock:
+            hit = self._names.get(key)
+        if hit is None:
+            wire.require_names(names)
+            rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
+            hit = Names(names, rows, self._parts, static)
+            with self._lock:
+                self._names.put(key, hit)
+        return hit
+
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         """Which nodes pass; the others with a reason, split by whether preemption could help."""
+        out = self._filter(view, req, invalid, table)
+        if req is not None and req.uid and out.passed_names is not None:
+            with self._lock:
+                self._passed.put(req.uid, (table, np.asarray(out.passed, np.int64), out.passed_names))
+        return out
+
+    def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         names = table.names
         if req is None:  # a malformed request: no node can ever take it as written
             msg = PREFIX + invalid
@@ -153,20 +195,6 @@ class Engine:
         if len(bad):
             self._reasons(verdict, rows[bad], table.objects[bad], out)
         return out
-
-    def names(self, view: StateView, names: Sequence[str]) -> Names:
-        """The node list resolved to snapshot rows; WireError when a name is not a string."""
-        static = view.snapshot.static
-        key = (static, tuple(names))
-        with self._lock:
-            hit = self._names.get(key)
-        if hit is None:
-            wire.require_names(names)
-            rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
-            hit = Names(names, rows, self._parts)
-            with self._lock:
-                self._names.put(key, hit)
-        return hit
 
     @staticmethod
     def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome) -> None:

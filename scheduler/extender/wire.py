@@ -100,22 +100,42 @@ def score_part(name: str) -> bytes:
     return b'{"Host":' + orjson.dumps(name) + b',"Score":  }'
 
 
-def score_template(parts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The HostPriorityList of these parts (see score_part) and where each blank Score is: made once
-    per distinct node list, then filled per request with two NumPy writes (whitespace before a
-    one-digit score is plain JSON; the scheduler's decoder reads it as any other)."""
+@dataclass(frozen=True, slots=True)
+class ScoreTemplate:
+    """A HostPriorityList with every Score a blank two-character field: `body` as bytes, and the end
+    of each element in it (the blanks are the 3rd and 2nd bytes before that end)."""
+
+    body: np.ndarray  # uint8: "[" part "," part ... "]"
+    ends: np.ndarray  # index just past each part
+    lens: np.ndarray
+
+
+def score_template(parts: Sequence[bytes]) -> ScoreTemplate:
+    """The template of these parts (see score_part): made once per distinct node list, then filled per
+    request with two NumPy writes (whitespace before a one-digit score is plain JSON; the scheduler's
+    decoder reads it as any other)."""
     lens = np.fromiter(map(len, parts), np.int64, len(parts))
-    body = b"[" + b",".join(parts) + b"]"
-    ends = np.cumsum(lens + 1) - 1  # index just past each part, counting the "," after it
-    return np.frombuffer(body, np.uint8).copy(), ends - 2  # the two blanks sit before the "}"
+    body = np.frombuffer(b"[" + b",".join(parts) + b"]", np.uint8).copy()
+    return ScoreTemplate(body, np.cumsum(lens + 1), lens)
 
 
-def prioritize_result(template: tuple[np.ndarray, np.ndarray], scores: np.ndarray) -> bytes:
+def sub_template(t: ScoreTemplate, keep: np.ndarray) -> ScoreTemplate:
+    """The template of a subsequence of t's elements (ascending positions), cut out with one mask."""
+    lens = t.lens[keep]
+    if len(lens) == 0:
+        return ScoreTemplate(np.frombuffer(b"[]", np.uint8).copy(), lens, lens)
+    chosen = np.zeros(len(t.lens), bool)
+    chosen[keep] = True
+    inner = t.body[1:][np.repeat(chosen, t.lens + 1)]  # each element with the separator after it
+    inner[-1] = ord("]")
+    return ScoreTemplate(np.concatenate([t.body[:1], inner]), np.cumsum(lens + 1), lens)
+
+
+def prioritize_result(t: ScoreTemplate, scores: np.ndarray) -> bytes:
     """HostPriorityList: a bare JSON array of {Host, Score}, scores 0..10, in the order of the names."""
-    tmpl, pos = template
-    out = tmpl.copy()
-    out[pos] = np.where(scores >= 10, ord("1"), ord(" "))
-    out[pos + 1] = ord("0") + scores % 10
+    out = t.body.copy()
+    out[t.ends - 3] = np.where(scores >= 10, ord("1"), ord(" "))
+    out[t.ends - 2] = ord("0") + scores % 10
     return out.tobytes()
 
 
