@@ -110,10 +110,10 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
             return _json(wire.filter_error(NOT_READY, args.items is None))
         table = engine.names(view, args.names)
         req, invalid = pod_request(args.pod)
-        out = engine.filter(view, req, invalid, table)
-        for reason, n in out.reasons.items():
+        answer, reasons = engine.filter_answer(view, req, invalid, table, args)
+        for reason, n in reasons.items():
             metrics.rejections.labels(reason).inc(n)
-        return _json(wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names))
+        return _json(answer)
 
     @verb("prioritize", lambda m: b"[]")
     async def _prioritize(body: bytes) -> Response:

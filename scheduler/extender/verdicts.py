@@ -99,6 +99,7 @@ class Engine:
         self._names = _Lru(16)
         self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
         self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
+        self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
 
@@ -162,6 +163,27 @@ class Engine:
             with self._lock:
                 self._names.put(key, hit)
         return hit
+
+    def filter_answer(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
+                      args: wire.ExtenderArgs) -> tuple[bytes, dict[str, int]]:
+        """The ExtenderFilterResult and the rejections by reason. In NodeNames mode the answer is the
+        same for every pod with the same demand, node list and snapshot, so it is made once."""
+        key = None
+        if args.items is None and req is not None and req.managed and not view.invalid and not self.hooks:
+            key = (table, req.demand, view.snapshot.generation)
+            with self._lock:
+                hit = self._answers.get(key)
+            if hit is not None:
+                body, reasons, keep, passed = hit
+                with self._lock:
+                    self._passed.put(req.uid, (table, keep, passed))
+                return body, reasons
+        out = self.filter(view, req, invalid, table)
+        body = wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names)
+        if key is not None:
+            with self._lock:
+                self._answers.put(key, (body, out.reasons, np.asarray(out.passed, np.int64), out.passed_names))
+        return body, out.reasons
 
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         """Which nodes pass; the others with a reason, split by whether preemption could help."""
