@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -46,7 +47,7 @@ def synthetic(
         cluster = make_cluster(nodes)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a piped table keeps its columns
     results: list[SyntheticResult] = []
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("synthetic", total=len(names) * seeds)
