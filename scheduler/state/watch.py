@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,7 +75,12 @@ class Watcher:
                 rv = self._list(kind)
                 delay = self.settings.backoff_initial_s
                 while not self._stop.is_set():
-                    rv = self._watch(kind, rv)
+                    t0 = time.monotonic()
+                    new = self._watch(kind, rv)
+                    if new == rv and time.monotonic() - t0 < 1.0:
+                        # a watch that ends at once with nothing (a proxy cutting it): do not spin
+                        self._stop.wait(self.settings.backoff_initial_s)
+                    rv = new
             except Gone:
                 log.info("%s watch: resourceVersion expired (410); listing again", kind)
                 continue
