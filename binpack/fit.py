@@ -2,21 +2,22 @@
 
 Each node fits, or gets a reason code, a sentence a user understands, and whether evicting pods
 could help (codes below RESOLVABLE never can: wrong model, too few GPUs, no such MIG profile...).
-The per-node free NVLink check is memoised by (board topology, free GPU mask), so the Python work
-is per distinct board state, never per node.
+Those static reasons are computed once per (cluster, demand) and cached; a call then only checks
+what is free now, from the bit sets and lookup tables of snapshot.py and tables.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
 
+from binpack import rows
 from binpack.catalog import FULL_MILLI, lookup
-from binpack.snapshot import Snapshot, Static, View
-from binpack.topology import largest_clique
-from binpack.types import Demand, DemandKind, MigMode, Topology
+from binpack.snapshot import Snapshot, Static, View, _frozen
+from binpack.tables import cliques, mig_now, mig_table, per_demand
+from binpack.types import Demand, DemandKind, Topology
 
 
 class Reason(IntEnum):
@@ -49,6 +50,8 @@ class FitResult:
     fits: np.ndarray  # (N,) bool
     reason: np.ndarray  # (N,) int8 Reason
     have: np.ndarray  # (N,) int64: what the node has of the missing thing (free GPUs, MiB...)
+    # what fit computed on the way that score needs too (same snapshot): never part of the verdict
+    aux: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def resolvable(self) -> np.ndarray:
@@ -83,33 +86,24 @@ def _mig_tables(s: Static, profile: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return hit
 
 
-def mig_capacity(v: View, demand: Demand) -> tuple[np.ndarray, np.ndarray]:
-    """(N,K) instances of the demand's profile each GPU could ever hold, and could hold now."""
-    s = v.s
-    masks_t, bits_t, me = _mig_tables(s, demand.mig_profile)
-    masks = masks_t[s.model]  # model -1 picks the last row: no candidates
-    bits = bits_t[s.model]
-    mode = s.mig_mode[..., None]
-    exists = (mode == MigMode.DYNAMIC) | (
-        (mode == MigMode.STATIC) & (((s.layout[..., None] >> bits) & 1) == 1)
-    )
-    capable = (masks >= 0) & exists & s.model_ok(demand.models)[..., None]
-    free = capable & ((v.mig_used[..., None].astype(np.int16) & masks) == 0)
-    ever, now = capable.sum(-1), free.sum(-1)
-    if me:
-        ever = np.minimum(ever, 1)
-        now = np.where(v.me_used, 0, np.minimum(now, 1))
-    return ever, now
+def mig_counts(v: View, demand: Demand) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) instances of the demand's profile each node could ever hold, and could hold now."""
+    t = mig_table(v.s, demand.mig_profile, demand.models)
+    return t.ever, mig_now(t, v.mig_used, v.me_used, len(v.s.names))
 
 
 def share_gpus(v: View, demand: Demand) -> np.ndarray:
     """(N,K) GPUs that can take the share now (foreign pods may hold unknown whole GPUs)."""
     s = v.s
-    ok = s.model_ok(demand.models) & (s.mig_mode == MigMode.NONE)
-    gpu_fit = ok & (v.mem_free >= demand.memory_mib) & (v.compute_free >= demand.compute_milli)
-    whole = v.whole_free()
-    spare = (whole.sum(axis=1) - v.foreign) > 0
-    return gpu_fit & (~whole | spare[:, None])
+    ok = per_demand(s, ("share_ok", demand.models), lambda: _frozen(s.model_ok(demand.models) & s.plain))
+    if demand.memory_mib:
+        ok = ok & (v.mem_free >= demand.memory_mib)
+    if demand.compute_milli:
+        ok = ok & (v.compute_free >= demand.compute_milli)
+    spare = (np.bitwise_count(v.whole_bits) - v.foreign) > 0
+    if spare.all():
+        return ok
+    return ok & ((v.milli != FULL_MILLI) | spare[:, None])
 
 
 def fit(snapshot: Snapshot, demand: Demand) -> FitResult:
@@ -118,83 +112,83 @@ def fit(snapshot: Snapshot, demand: Demand) -> FitResult:
         return _fit(snapshot, v, demand)
 
 
+# A condition per node, its reason, and what the node has of the thing (an array or one number).
+Check = tuple[np.ndarray, Reason, "np.ndarray | int"]
+
+
+def _static_checks(s: Static, d: Demand) -> tuple[np.ndarray, np.ndarray]:
+    """The reasons that no eviction can change (codes below RESOLVABLE), first failing one per node."""
+    checks: list[Check] = []
+    if d.kind is not DemandKind.NONE:  # a CPU-only demand needs no GPU, only CPU and memory
+        checks.append((rows.count(s.valid & s.healthy) == 0, Reason.NO_GPU, 0))
+        checks.append((rows.count(s.model_ok(d.models)) == 0, Reason.WRONG_MODEL, 0))
+    checks.append((s.cpu_total < d.cpu_milli, Reason.CPU_TOO_BIG, s.cpu_total))
+    checks.append((s.hmem_total < d.host_memory_mib, Reason.MEMORY_TOO_BIG, s.hmem_total))
+    if d.kind is DemandKind.WHOLE:
+        bits = s.model_bits(d.models)
+        plain = np.bitwise_count(bits).astype(np.int64)
+        checks.append((plain < d.count, Reason.TOO_FEW_GPUS, plain))
+        if d.topology is Topology.NVLINK and d.count > 1:
+            ever = cliques(s, bits)
+            checks.append((ever < d.count, Reason.NO_NVLINK_SET, ever))
+    elif d.kind is DemandKind.SHARE:
+        ok = s.model_ok(d.models) & s.plain
+        checks.append((~rows.any_(ok), Reason.NO_SHARE_GPU, 0))  # only MIG GPUs qualify: never fits
+        biggest = np.where(ok, s.mem_total, 0).max(axis=1).astype(np.int64)
+        checks.append((biggest < d.memory_mib, Reason.SHARE_TOO_BIG, biggest))
+    elif d.kind is DemandKind.MIG:
+        ever = mig_table(s, d.mig_profile, d.models).ever
+        checks.append((ever == 0, Reason.NO_MIG_PROFILE, 0))
+        checks.append((ever < d.count, Reason.TOO_FEW_MIG, ever))
+    return _first(checks, len(s.names))
+
+
+def _first(checks: list[Check], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per node, the first failing check's reason and what the node has (0 and 0 where all pass)."""
+    reason = np.zeros(n, np.int8)
+    have = np.zeros(n, np.int64)
+    for cond, code, what in reversed(checks):  # the earliest check wins: write it last
+        if cond.any():
+            reason = np.where(cond, np.int8(code), reason)
+            have = np.where(cond, what, have)
+    return _frozen(reason), _frozen(have)
+
+
 def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
     s = v.s
     n = len(s.names)
-    reason = np.zeros(n, np.int8)
-    have = np.zeros(n, np.int64)
-
-    def mark(cond: np.ndarray, code: Reason, what: np.ndarray | int) -> None:
-        sel = cond & (reason == 0)
-        reason[sel] = code
-        have[sel] = what if isinstance(what, int) else what[sel]
-
-    model_ok = s.model_ok(d.models)
-    if d.kind is not DemandKind.NONE:  # a CPU-only demand needs no GPU, only CPU and memory
-        mark((s.valid & s.healthy).sum(axis=1) == 0, Reason.NO_GPU, 0)
-        mark(model_ok.sum(axis=1) == 0, Reason.WRONG_MODEL, 0)
-    mark(s.cpu_total < d.cpu_milli, Reason.CPU_TOO_BIG, s.cpu_total)
-    mark(s.hmem_total < d.host_memory_mib, Reason.MEMORY_TOO_BIG, s.hmem_total)
-    busy: list[tuple[np.ndarray, Reason, np.ndarray]] = []
-    if d.kind is DemandKind.NONE:
-        pass
-    elif d.kind is DemandKind.WHOLE:
-        plain = (model_ok & (s.mig_mode == MigMode.NONE)).sum(axis=1)
-        mark(plain < d.count, Reason.TOO_FEW_GPUS, plain)
-        whole = v.whole_free(d.models)
+    static_reason, static_have = per_demand(s, ("static", d), lambda: _static_checks(s, d))
+    ok = static_reason == 0
+    aux: dict[str, np.ndarray] = {}
+    busy: list[Check] = []
+    if d.kind is DemandKind.WHOLE:
+        wb = v.whole_bits
+        wm = wb & s.model_bits(d.models) if d.models else wb
+        aux["whole_bits"] = wm
         # foreign pods hold unknown GPUs of any model: count them against the node, not the model
-        free = np.minimum(whole.sum(axis=1), v.whole_free().sum(axis=1) - v.foreign)
+        spare = np.bitwise_count(wb).astype(np.int64) - v.foreign
+        free = np.minimum(np.bitwise_count(wm), spare) if d.models else spare
+        busy.append((free < d.count, Reason.GPUS_BUSY, free))
         if d.topology is Topology.NVLINK and d.count > 1:
-            ever = _cliques(s, model_ok & (s.mig_mode == MigMode.NONE), np.ones(n, bool))
-            mark(ever < d.count, Reason.NO_NVLINK_SET, ever)
-            now = _cliques(s, whole, (reason == 0) & (free >= d.count))
-            busy.append((free < d.count, Reason.GPUS_BUSY, free))
+            now = cliques(s, wm, ok & (free >= d.count))
             busy.append((now < d.count, Reason.NVLINK_BUSY, now))
-        else:
-            busy.append((free < d.count, Reason.GPUS_BUSY, free))
     elif d.kind is DemandKind.SHARE:
-        ok = model_ok & (s.mig_mode == MigMode.NONE)
-        mark(~ok.any(axis=1), Reason.NO_SHARE_GPU, 0)  # only MIG GPUs qualify: a share never fits
-        biggest = np.where(ok, s.mem_total, 0).max(axis=1)
-        mark(biggest < d.memory_mib, Reason.SHARE_TOO_BIG, biggest)
-        can = share_gpus(v, d).any(axis=1)
-        busy.append((np.asarray(~can), Reason.SHARE_BUSY, np.zeros(n, np.int64)))
-    else:
-        ever, now = mig_capacity(v, d)
-        ever_n, now_n = ever.sum(axis=1), now.sum(axis=1)
-        mark(ever_n == 0, Reason.NO_MIG_PROFILE, 0)
-        mark(ever_n < d.count, Reason.TOO_FEW_MIG, ever_n)
-        busy.append((now_n < d.count, Reason.MIG_BUSY, now_n))
-    for cond, code, what in busy:
-        mark(cond, code, what)
-    mark(v.cpu_free < d.cpu_milli, Reason.CPU_BUSY, v.cpu_free)
-    mark(v.hmem_free < d.host_memory_mib, Reason.MEMORY_BUSY, v.hmem_free)
-    return FitResult(snapshot, d, reason == 0, reason, have)
-
-
-def _cliques(s: Static, gpus: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(N,) largest all-NVLinked subset of the marked GPUs, for the selected rows (else 0)."""
-    count = gpus.sum(axis=1)
-    out = np.where(s.complete, np.where(count > 1, count, np.minimum(count, 1)), 0).astype(np.int64)
-    todo = rows & ~s.complete
-    if not todo.any():
-        return np.where(rows, out, 0)
-    weights = (1 << np.arange(s.k, dtype=np.int64))
-    masks = (gpus[todo] * weights).sum(axis=1)
-    keys = s.topo_id[todo].astype(np.int64) << 20 | masks
-    uniq, inv = np.unique(keys, return_inverse=True)
-    memo = s.cache.setdefault("cliques", {})
-    idx_rows = np.flatnonzero(todo)
-    vals = np.empty(len(uniq), np.int64)
-    for u, key in enumerate(uniq.tolist()):
-        hit = memo.get(key)
-        if hit is None:
-            row = idx_rows[np.flatnonzero(inv == u)[0]]
-            members = [g for g in range(s.k) if (key >> g) & 1]
-            hit = memo[key] = largest_clique(s.nvlink[row], members)
-        vals[u] = hit
-    out[todo] = vals[inv]
-    return np.where(rows, out, 0)
+        can = share_gpus(v, d)
+        aux["share_gpus"] = can
+        busy.append((~rows.any_(can), Reason.SHARE_BUSY, 0))
+    elif d.kind is DemandKind.MIG:
+        t = mig_table(s, d.mig_profile, d.models)
+        now = mig_now(t, v.mig_used, v.me_used, n)
+        aux["mig_ever"], aux["mig_now"] = t.ever, now
+        busy.append((now < d.count, Reason.MIG_BUSY, now))
+    if d.cpu_milli:
+        busy.append((v.cpu_free < d.cpu_milli, Reason.CPU_BUSY, v.cpu_free))
+    if d.host_memory_mib:
+        busy.append((v.hmem_free < d.host_memory_mib, Reason.MEMORY_BUSY, v.hmem_free))
+    reason, have = _first(busy, n)
+    reason = np.where(ok, reason, static_reason)
+    have = np.where(ok, have, static_have)
+    return FitResult(snapshot, d, reason == 0, reason, have, aux)
 
 
 def _message(s: Static, d: Demand, i: int, r: Reason, have: int) -> str:

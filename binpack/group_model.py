@@ -23,7 +23,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from binpack.catalog import FULL_MILLI, lookup
-from binpack.fit import mig_capacity
+from binpack.fit import mig_counts
 from binpack.score import MAX_SCORE
 from binpack.snapshot import View
 from binpack.topology import disjoint_sets
@@ -97,8 +97,8 @@ def build_problem(v: View, kinds: Sequence[Demand], need: Sequence[int], nodes: 
                                       for d in kinds]), _free_slices(v, nodes))
         for prof in {d.mig_profile for d in mig}:
             coef = np.asarray([d.count if d.kind is DemandKind.MIG and d.mig_profile == prof else 0 for d in kinds])
-            _, now = mig_capacity(v, Demand.mig(prof))
-            row(f"MIG {prof}", coef, now[nodes].sum(axis=1))
+            _, now = mig_counts(v, Demand.mig(prof))
+            row(f"MIG {prof}", coef, now[nodes])
     return GroupProblem(tuple(kinds), tuple(need), nodes, ub, cost, tuple(rows))
 
 
@@ -142,8 +142,8 @@ def _kind_bound(v: View, d: Demand, need: int, nodes: np.ndarray, slack: np.ndar
         rank = np.arange(per.shape[1])[None, :]
         out = np.minimum(out, np.where(wf, 0, per).sum(axis=1) + np.where(rank < slack[:, None], opened, 0).sum(axis=1))
     elif d.kind is DemandKind.MIG:
-        _, now = mig_capacity(v, d)
-        out = np.minimum(out, now[nodes].sum(axis=1) // d.count)
+        _, now = mig_counts(v, d)
+        out = np.minimum(out, now[nodes] // d.count)
     return np.maximum(out, 0)
 
 

@@ -9,14 +9,17 @@ Returned as floats (higher is better) and as integers 0..10 for kube-scheduler.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from binpack import rows as fast
 from binpack.catalog import FULL_MILLI
-from binpack.fit import FitResult, mig_capacity, share_gpus
+from binpack.fit import FitResult, mig_counts, share_gpus
 from binpack.mix import Mix
 from binpack.snapshot import View
+from binpack.tables import per_board
 from binpack.topology import best_set, set_score
 from binpack.types import Demand, DemandKind, Topology
 
@@ -32,25 +35,101 @@ class Scores:
     choice: np.ndarray  # (N,) the share's chosen GPU per node (-1 when not a share)
 
 
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """Mix classes that allow the same GPU models, with their distinct milli thresholds."""
+
+    models: frozenset[str]
+    th: np.ndarray  # (U,) distinct milli thresholds
+    ui: np.ndarray  # (Tg,) each class's threshold index
+    count: np.ndarray  # (Tg,) GPUs per task
+    cpu: np.ndarray  # (Tg,)
+    mem: np.ndarray  # (Tg,)
+    prob: np.ndarray  # (Tg,)
+
+
+_GROUPS: weakref.WeakKeyDictionary[Mix, tuple[_Group, ...]] = weakref.WeakKeyDictionary()
+
+
+def _groups(mix: Mix) -> tuple[_Group, ...]:
+    hit = _GROUPS.get(mix)
+    if hit is None:
+        count, milli, tcpu, tmem = mix.arrays()
+        out = []
+        for models in dict.fromkeys(c.models for c in mix.classes):
+            idx = np.asarray([t for t, c in enumerate(mix.classes) if c.models == models])
+            th, ui = np.unique(milli[idx], return_inverse=True)
+            out.append(_Group(models, th, ui, count[idx], tcpu[idx], tmem[idx], mix.prob[idx]))
+        hit = _GROUPS[mix] = tuple(out)
+    return hit
+
+
+@dataclass(frozen=True, eq=False)
+class _Stats:
+    """What frag needs of free milli x, per row: the total, and per mix group and threshold u the
+    usable GPUs (x >= th_u, of an allowed model) and the milli on them."""
+
+    total: np.ndarray  # (R,) float64
+    cnt: tuple[np.ndarray, ...]  # per group (U, R) int16
+    on: tuple[np.ndarray, ...]  # per group (U, R) float64
+
+
+def _stats(v: View, rows: np.ndarray, xt: np.ndarray, mix: Mix) -> _Stats:
+    """From xt, free milli transposed to (K, R) float32, so every sum runs along long contiguous rows
+    (float32 sums of milli are exact)."""
+    cnts, ons = [], []
+    for g in _groups(mix):
+        xa = xt * fast.take(v.s.model_ok(g.models), rows).T.astype(np.float32, order="C") if g.models else xt
+        cnt = np.empty((len(g.th), len(rows)), np.int16)
+        on = np.empty((len(g.th), len(rows)))
+        for j, m in enumerate(g.th.tolist()):
+            usable = xa >= m
+            cnt[j] = usable.sum(axis=0, dtype=np.int16)
+            on[j] = (usable * xa).sum(axis=0)
+        cnts.append(cnt)
+        ons.append(on)
+    return _Stats(xt.sum(axis=0, dtype=np.float64), tuple(cnts), tuple(ons))
+
+
+def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
+    """Expected unusable milli per row: total - sum_t p_t * host_t * (milli on usable GPUs)."""
+    kept = np.zeros(len(st.total))
+    for g, cnt, on in zip(_groups(mix), st.cnt, st.on, strict=True):
+        host = (cpu[None] >= g.cpu[:, None]) & (hmem[None] >= g.mem[:, None]) & (cnt[g.ui] >= g.count[:, None])
+        kept += g.prob @ (host * on[g.ui])
+    return st.total * float(mix.prob.sum()) - kept
+
+
+def _moved(st: _Stats, mix: Mix, old: np.ndarray | float, new: np.ndarray | float, gone: np.ndarray,
+           allowed: list[np.ndarray | None]) -> _Stats:
+    """The stats after some GPUs of each row go from `old` to `new` free milli: `gone` (R,) milli
+    leave the total; allowed[g] (R,) of the moved GPUs count for mix group g (None: one each).
+    Exact, and O(U x R) instead of a second pass over (K, R)."""
+    cnts, ons = [], []
+    was, now = np.asarray(old, np.float64), np.asarray(new, np.float64)
+    for g, cnt, on, n in zip(_groups(mix), st.cnt, st.on, allowed, strict=True):
+        ge_was, ge_now = was >= g.th[:, None], now >= g.th[:, None]
+        d_cnt = ge_now.astype(np.int16) - ge_was
+        d_on = now * ge_now - was * ge_was
+        if n is not None:
+            d_cnt, d_on = n * d_cnt, n * d_on
+        cnts.append(cnt + d_cnt)
+        ons.append(on + d_on)
+    return _Stats(st.total - gone, tuple(cnts), tuple(ons))
+
+
 def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
-    """Expected unusable GPU milli per row given free milli x (R,K), free CPU and memory (R,)."""
+    """Expected unusable GPU milli per row given free milli x (R,K), free CPU and memory (R,).
+
+    For each task class t of the mix (probability p_t): a GPU is usable when it has at least the
+    class's milli free (and is of a model the class allows); the node can host the class when it has
+    enough usable GPUs, CPU and memory. Lost = the free milli on unusable GPUs if it can, all of the
+    node's free milli if it cannot; frag = sum_t p_t * lost_t, computed per distinct threshold as
+    lost_t = total - host_t * (free milli on usable GPUs). `_score` gets the state after a placement
+    from `_moved` instead of a second `frag`: change the three together (test_binpack_score checks)."""
     if len(mix) == 0:
         return np.zeros(len(rows))
-    count, milli, tcpu, tmem = mix.arrays()
-    allowed = _allowed(v, mix, rows)
-    usable = x[None] >= milli[:, None, None]
-    if allowed is not None:
-        usable &= allowed
-    host = (cpu[None] >= tcpu[:, None]) & (hmem[None] >= tmem[:, None]) & (usable.sum(-1) >= count[:, None])
-    total = x.sum(-1)
-    lost = np.where(host, (x[None] * ~usable).sum(-1), total[None])
-    return mix.prob @ lost
-
-
-def _allowed(v: View, mix: Mix, rows: np.ndarray) -> np.ndarray | None:
-    if not any(c.models for c in mix.classes):
-        return None
-    return np.stack([v.s.model_ok(c.models)[rows] for c in mix.classes])
+    return _lost(_stats(v, rows, x.T.astype(np.float32, order="C"), mix), cpu, hmem, mix)
 
 
 def score(fitted: FitResult, mix: Mix, view: View | None = None) -> Scores:
@@ -71,76 +150,114 @@ def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
         ints = np.where(fitted.fits, MAX_SCORE // 2, 0).astype(np.int64)
         return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, choice)
     if d.kind is DemandKind.MIG:
-        value[rows] = _mig_value(v, d, rows)
+        value[rows] = _mig_value(v, fitted, rows)
+        return Scores(value, _to_int(value, rows), choice)
+    xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16
+    xt = xi.astype(np.float32)  # see _stats
+    if d.kind is DemandKind.WHOLE:
+        wm = fitted.aux.get("whole_bits")
+        if wm is None:
+            wm = v.whole_bits & v.s.model_bits(d.models) if d.models else v.whole_bits
+        bits = fast.take(wm, rows)
+        # which k whole-free GPUs does not change fragmentation: take the k lowest
+        rest = bits
+        for _ in range(d.count):
+            rest = rest & (rest - 1)
+        taken = bits & ~rest
+        old: np.ndarray | float = float(FULL_MILLI)
+        new: np.ndarray | float = 0.0
+        gone = np.full(len(rows), float(FULL_MILLI * d.count))
+        allowed: list[np.ndarray | None] = [
+            np.bitwise_count(taken & fast.take(v.s.model_bits(g.models), rows)) if g.models
+            else np.full(len(rows), d.count) for g in _groups(mix)]
     else:
-        x = v.free_milli()[rows]
-        cpu, hmem = v.cpu_free[rows], v.hmem_free[rows]
-        before = frag(v, rows, x, cpu, hmem, mix)
-        after_x = x.copy()
-        if d.kind is DemandKind.WHOLE:
-            whole = v.whole_free(d.models)[rows]
-            # which k whole-free GPUs does not change fragmentation: take the first k
-            taken = whole & (np.cumsum(whole, axis=1) <= d.count)
-            after_x[taken] = 0
-        else:
-            g = _share_gpu(v, d, rows, x, mix)
-            choice[rows] = g
-            after_x[np.arange(len(rows)), g] -= d.compute_milli if d.compute_milli else 0
-            after_x = np.maximum(after_x, 0)
-        after = frag(v, rows, after_x, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix)
+        ok = fast.take(share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"], rows)
+        g_at = _pick_share(xi, np.ascontiguousarray(ok.T), mix, d.compute_milli)
+        choice[rows] = g_at
+        flat = g_at * len(rows) + np.arange(len(rows))  # (slot, row) in the (K, R) layout
+        old = np.take(xt, flat).astype(np.float64)
+        new = np.maximum(old - d.compute_milli, 0)
+        gone = old - new
+        allowed = [np.take(fast.take(v.s.model_ok(g.models), rows).T, flat) if g.models else None
+                   for g in _groups(mix)]
+    if len(mix):
+        cpu, hmem = fast.take(v.cpu_free, rows), fast.take(v.hmem_free, rows)
+        before = _stats(v, rows, xt, mix)
+        after = _moved(before, mix, old, new, gone, allowed)
+        growth = _lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix) - _lost(before, cpu, hmem, mix)
         # FGD: smaller growth of fragmentation is better; scaled per whole GPU
-        value[rows] = -(after - before) / FULL_MILLI
-        if d.kind is DemandKind.WHOLE and d.count > 1:
-            value[rows] += _topology_bonus(v, d, rows)
+        value[rows] = -growth / FULL_MILLI
+    else:
+        value[rows] = 0.0
+    if d.kind is DemandKind.WHOLE and d.count > 1:
+        value[rows] += _topology_bonus(v, d, rows, bits)
     return Scores(value, _to_int(value, rows), choice)
 
 
-def _share_gpu(v: View, d: Demand, rows: np.ndarray, x: np.ndarray, mix: Mix) -> np.ndarray:
+_RANKS: weakref.WeakKeyDictionary[Mix, dict[tuple[int, int], np.ndarray]] = weakref.WeakKeyDictionary()
+_CANNOT = 1 << 10  # added to a GPU's free milli (at most FULL_MILLI) when it cannot take the share
+
+
+def _rank_table(mix: Mix, take: int, k: int) -> np.ndarray:
+    """(2 * _CANNOT,) int32, indexed by a GPU's free milli y (+ _CANNOT when it cannot take the share):
+    the rank of the GPU's key, times k. Key = 4096 * (growth of y * P(y)) + y, where P(y) is the
+    mix's probability of a task needing more than y (FGD's in-node choice, then best fit)."""
+    per_mix = _RANKS.setdefault(mix, {}) if len(mix) else {}
+    hit = per_mix.get((take, k))
+    if hit is None:
+        y = np.arange(FULL_MILLI + 1, dtype=np.float64)
+        key = y.copy()
+        if len(mix):
+            _, milli, _, _ = mix.arrays()
+            after = np.maximum(y - take, 0)
+            for m in np.unique(milli).tolist():
+                p = float(mix.prob[milli == m].sum()) * 4096
+                key += p * (after * (after < m) - y * (y < m))
+        rank = np.full(2 * _CANNOT, FULL_MILLI + 2, np.int64)
+        rank[: FULL_MILLI + 1] = np.unique(key, return_inverse=True)[1]
+        hit = (rank * k).astype(np.int32)  # equal keys, equal ranks: the lower slot wins
+        per_mix[(take, k)] = hit
+    return hit
+
+
+def _share_gpu(v: View, d: Demand, rows: np.ndarray, x: np.ndarray, mix: Mix,
+               ok: np.ndarray | None = None) -> np.ndarray:
     """Per row, the GPU whose own fragmentation grows least (FGD's in-node choice), then best fit."""
-    ok = share_gpus(v, d)[rows]
-    take = d.compute_milli
-    if len(mix):
-        _, milli, _, _ = mix.arrays()
-        lost_before = (x[None] * (x[None] < milli[:, None, None]))
-        xa = np.maximum(x - take, 0)
-        lost_after = (xa[None] * (xa[None] < milli[:, None, None]))
-        growth = mix.prob @ (lost_after - lost_before).reshape(len(mix), -1)
-        growth = growth.reshape(x.shape)
-    else:
-        growth = np.zeros(x.shape)
-    # best fit breaks ties: the least free GPU that still fits
-    key = np.where(ok, growth * 4096 + x, np.inf)
-    return np.argmin(key, axis=1)
+    okt = np.ascontiguousarray(fast.take(share_gpus(v, d) if ok is None else ok, rows).T)
+    return _pick_share(x.T.astype(np.int16, order="C"), okt, mix, d.compute_milli)
 
 
-def _mig_value(v: View, d: Demand, rows: np.ndarray) -> np.ndarray:
+def _pick_share(xi: np.ndarray, okt: np.ndarray, mix: Mix, take: int) -> np.ndarray:
+    """The smallest of rank(key of the GPU's free milli) * K + slot over xi (K, R) int16 free milli:
+    one lookup and one min over K."""
+    k = len(xi)
+    cannot = (~okt).view(np.int8).astype(np.int16) * np.int16(_CANNOT)  # cheaper than np.where
+    packed = np.take(_rank_table(mix, take, k), xi | cannot)
+    packed += np.arange(k, dtype=packed.dtype)[:, None]
+    return packed.min(axis=0) % k
+
+
+def _mig_value(v: View, fitted: FitResult, rows: np.ndarray) -> np.ndarray:
     """Pack MIG slices: prefer nodes whose MIG capacity for the profile is already most used."""
-    ever, now = mig_capacity(v, d)
-    ever_n, now_n = ever.sum(axis=1)[rows], now.sum(axis=1)[rows]
-    return -(now_n - d.count) / np.maximum(ever_n, 1)
+    ever, now = fitted.aux.get("mig_ever"), fitted.aux.get("mig_now")
+    if ever is None or now is None:
+        ever, now = mig_counts(v, fitted.demand)
+    return -(fast.take(now, rows) - fitted.demand.count) / np.maximum(fast.take(ever, rows), 1)
 
 
-def _topology_bonus(v: View, d: Demand, rows: np.ndarray) -> np.ndarray:
+def _topology_bonus(v: View, d: Demand, rows: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """In [0, 0.5]: how close the best free set on the node comes to the board's best possible set."""
     s = v.s
-    whole = v.whole_free(d.models)[rows]
-    memo = s.cache.setdefault("bestset", {})
-    masks = (whole * (1 << np.arange(s.k, dtype=np.int64))).sum(axis=1)
-    keys = s.topo_id[rows].astype(np.int64) << 20 | masks
-    uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
     need = d.topology is Topology.NVLINK
-    vals = np.zeros(len(uniq))
-    for u, (key, r) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
-        i = int(rows[r])
-        hit = memo.get((key, d.count, need))
-        if hit is None:
-            free = [g for g in range(s.k) if (key >> g) & 1]
-            chosen = best_set(s.pair[i], s.nvlink[i], free, d.count, need)
-            ideal = best_set(s.pair[i], s.nvlink[i], list(range(int(s.gpu_count[i]))), d.count, False)
-            top = set_score(s.pair[i], ideal) if ideal else 0
-            hit = memo[(key, d.count, need)] = (set_score(s.pair[i], chosen) / top) if chosen and top else 0.0
-        vals[u] = 0.5 * hit
-    return vals[inv]
+
+    def quality(i: int, free_bits: int) -> float:
+        free = [g for g in range(s.k) if (free_bits >> g) & 1]
+        chosen = best_set(s.pair[i], s.nvlink[i], free, d.count, need)
+        ideal = best_set(s.pair[i], s.nvlink[i], list(range(int(s.gpu_count[i]))), d.count, False)
+        top = set_score(s.pair[i], ideal) if ideal else 0
+        return (set_score(s.pair[i], chosen) / top) if chosen and top else 0.0
+
+    return 0.5 * per_board(s, ("set quality", d.count, need), rows, bits, quality)
 
 
 def _to_int(value: np.ndarray, rows: np.ndarray) -> np.ndarray:

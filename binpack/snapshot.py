@@ -1,9 +1,12 @@
 """The cluster snapshot: NumPy columns per node and per GPU slot, immutable, with a generation.
 
-Layout: N nodes x K GPU slots (K = most GPUs on any node; missing slots are `valid == False`), so a
-per-node reduction is `.sum(axis=1)`. Static facts (model, memory, MIG layout, links) are shared by
-every version; free capacity lives in persistent columns (persist.py), so allocate/release make a
-new snapshot in O(GPUs of one node) while older snapshots stay readable.
+Layout: N nodes x K GPU slots (K = most GPUs on any node rounded up to a multiple of 8; missing
+slots are `valid == False`), so a row of bools is whole machine words and per-node counts are a
+popcount (see rows.py). Static facts (model, memory, MIG layout, links) are shared by every version;
+free capacity lives in persistent columns (persist.py), so allocate/release make a new snapshot in
+O(GPUs of one node) while older snapshots stay readable. Two columns are derived from the others
+and kept up to date by allocate/release, because every fit and score reads them: `free_milli` (the
+usable fraction of each GPU) and `whole_bits` (a node's whole-free GPUs as a bit set).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from binpack.persist import Columns, Diff, _Version
 from binpack.topology import pair_scores
 from binpack.types import MigMode, Node
 
-VERSIONED = ("mem_free", "compute_free", "mig_used", "me_used", "cpu_free", "hmem_free", "foreign")
+VERSIONED = ("mem_free", "compute_free", "mig_used", "me_used", "cpu_free", "hmem_free", "foreign", "free_milli",
+             "whole_bits")
 
 
 @dataclass(eq=False)
@@ -48,6 +52,19 @@ class Static:
     complete: np.ndarray  # (N,) bool: every GPU pair NVLinked (NVSwitch-like)
     cache: dict[Any, Any] = field(default_factory=dict)
 
+    @property
+    def plain(self) -> np.ndarray:
+        """(N,K) valid, healthy GPUs not in MIG mode: the ones whole GPUs and shares use."""
+        hit = self.cache.get("plain")
+        if hit is None:
+            hit = self.cache["plain"] = _frozen(self.valid & self.healthy & (self.mig_mode == MigMode.NONE))
+        return hit
+
+    @property
+    def gpu_bit(self) -> np.ndarray:
+        """(K,) int64: the bit of each GPU slot in a node's bit set."""
+        return np.left_shift(np.int64(1), np.arange(self.k, dtype=np.int64))
+
     def model_ok(self, models: frozenset[str]) -> np.ndarray:
         """(N,K) mask of valid, healthy GPUs of an allowed model (any model when empty)."""
         key = ("model_ok", models)
@@ -57,15 +74,28 @@ class Static:
             if models:
                 allowed = [i for i, m in enumerate(self.models) if m in models]
                 base = base & np.isin(self.model, np.asarray(allowed, dtype=np.int16))
-            base.flags.writeable = False
-            hit = self.cache[key] = base
+            hit = self.cache[key] = _frozen(base)
         return hit
+
+    def model_bits(self, models: frozenset[str]) -> np.ndarray:
+        """(N,) bit sets of the plain GPUs (see `plain`) of an allowed model (any model when empty)."""
+        key = ("model_bits", models)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = _frozen(((self.model_ok(models) & self.plain) * self.gpu_bit).sum(axis=1))
+        return hit
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 class View:
     """One version's columns, read inside Snapshot.read(); attribute access only."""
 
-    __slots__ = ("compute_free", "cpu_free", "foreign", "hmem_free", "me_used", "mem_free", "mig_used", "s")
+    __slots__ = ("compute_free", "cpu_free", "foreign", "hmem_free", "me_used", "mem_free", "mig_used", "milli", "s",
+                 "whole_bits")
 
     def __init__(self, s: Static, cols: dict[str, np.ndarray]) -> None:
         self.s = s
@@ -76,23 +106,45 @@ class View:
         self.cpu_free = cols["cpu_free"]
         self.hmem_free = cols["hmem_free"]
         self.foreign = cols["foreign"]
+        self.milli = cols["free_milli"]
+        self.whole_bits = cols["whole_bits"]
 
     def whole_free(self, models: frozenset[str] = frozenset()) -> np.ndarray:
-        """(N,K) GPUs free as whole GPUs: non-MIG, nothing shared on them."""
-        s = self.s
-        return (
-            s.model_ok(models)
-            & (s.mig_mode == MigMode.NONE)
-            & (self.mem_free == s.mem_total)
-            & (self.compute_free == FULL_MILLI)
-        )
+        """(N,K) GPUs free as whole GPUs: healthy, non-MIG, nothing shared on them (of the models)."""
+        free = self.milli == FULL_MILLI
+        return free & self.s.model_ok(models) if models else free
 
     def free_milli(self) -> np.ndarray:
         """(N,K) usable fraction of each non-MIG GPU in milli: the scarcer of compute and memory."""
-        s = self.s
-        mem_part = (self.mem_free.astype(np.int64) * FULL_MILLI) // np.maximum(s.mem_total, 1)
-        out = np.minimum(self.compute_free.astype(np.int64), mem_part)
-        return np.where(s.valid & s.healthy & (s.mig_mode == MigMode.NONE), out, 0)
+        return self.milli
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One node's static facts as plain Python values, for the per-node work of allocate/release."""
+
+    gpus: int  # GPUs on the node (slots 0..gpus-1 are valid)
+    plain: tuple[bool, ...]  # healthy and not in MIG mode, per slot
+    mig_mode: tuple[int, ...]
+    mem_total: tuple[int, ...]
+
+
+def node_row(s: Static, i: int) -> NodeRow:
+    rows: dict[int, NodeRow] = s.cache.setdefault("node_rows", {})
+    hit = rows.get(i)
+    if hit is None:
+        hit = rows[i] = NodeRow(int(s.gpu_count[i]), tuple(s.plain[i].tolist()), tuple(s.mig_mode[i].tolist()),
+                                tuple(s.mem_total[i].tolist()))
+    return hit
+
+
+def derived_row(r: NodeRow, mem: list[int], comp: list[int]) -> tuple[np.ndarray, int]:
+    """A node's free_milli row and whole_bits from its free memory and compute (plain ints: one node's
+    eight values cost less in Python than in NumPy calls)."""
+    milli = [min(c, m * FULL_MILLI // max(t, 1)) if ok else 0
+             for ok, m, c, t in zip(r.plain, mem, comp, r.mem_total, strict=True)]
+    bits = sum(1 << g for g, x in enumerate(milli) if x == FULL_MILLI)
+    return np.asarray(milli, np.int16), bits
 
 
 _generations = itertools.count(1)
@@ -146,7 +198,7 @@ class Snapshot:
         """Bytes held in NumPy columns (static and versioned)."""
         s = self.static
         arrays = [s.valid, s.healthy, s.model, s.mem_total, s.mig_mode, s.layout, s.nvlink, s.pair,
-                  s.gpu_count, s.cpu_total, s.hmem_total, s.topo_id, s.complete]
+                  s.gpu_count, s.cpu_total, s.hmem_total, s.topo_id, s.complete, s.plain]
         with self._cols.read(self._version) as cols:
             return sum(a.nbytes for a in arrays) + sum(cols[k].nbytes for k in VERSIONED)
 
@@ -158,7 +210,7 @@ def _build(nodes: tuple[Node, ...]) -> tuple[Static, Columns, _Version]:
         dup = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"nodes: duplicate node name {dup!r}")
     n_nodes = len(nodes)
-    k = max([len(n.gpus) for n in nodes] + [1])
+    k = -(-max([len(n.gpus) for n in nodes] + [1]) // 8) * 8  # whole bytes of bools per row (rows.py)
     valid = np.zeros((n_nodes, k), bool)
     healthy = np.zeros((n_nodes, k), bool)
     model = np.full((n_nodes, k), -1, np.int16)
@@ -202,9 +254,13 @@ def _build(nodes: tuple[Node, ...]) -> tuple[Static, Columns, _Version]:
         nodes, names, index, k, valid, healthy, model, tuple(model_ids), mem_total, mig_mode, layout,
         nvlink, pair, gpu_count, cpu_total, hmem_total, topo_id, complete,
     )
+    compute_free = np.where(valid, FULL_MILLI, 0).astype(np.int16)
+    milli = np.where(static.plain, compute_free, 0).astype(np.int16)
     cols = Columns({
         "mem_free": mem_total.copy(),
-        "compute_free": np.where(valid, FULL_MILLI, 0).astype(np.int16),
+        "compute_free": compute_free,
+        "free_milli": milli,
+        "whole_bits": ((milli == FULL_MILLI) * static.gpu_bit).sum(axis=1),
         "mig_used": mig_used,
         "me_used": np.zeros((n_nodes, k), bool),
         "cpu_free": cpu_total.copy(),

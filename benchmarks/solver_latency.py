@@ -1,0 +1,212 @@
+"""Solver latency at cluster scale: fit + score per demand kind, allocate / release, snapshot memory.
+
+The cluster: `nodes` nodes of `gpus_per_node` GPUs, mixed models (HGX H100 and A100 on NVSwitch,
+DGX-1 V100 cube-mesh, A100-40GB PCIe in bridged pairs, L4 PCIe-only), about 30% of GPUs in MIG mode
+(static layouts and dynamic), about half of the capacity booked. Every timed call reads a fresh
+snapshot generation (one allocate or release in between, untimed), as the scheduler does after
+each bind, so nothing cached per generation flatters the figures.
+
+    python -m benchmarks.solver_latency            # 5,000 nodes x 8 GPUs
+Targets: fit+score p50 <= 1 ms and p99 <= 2 ms per kind, allocate and release <= 50 us, <= 50 MB.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+from binpack import (
+    Conflict,
+    Demand,
+    Gpu,
+    MigInstance,
+    MigMode,
+    MixLearner,
+    Node,
+    Placement,
+    Snapshot,
+    Topology,
+    allocate,
+    fit,
+    place,
+    release,
+    score,
+)
+from binpack.topology import bridged_pairs, dgx1_v100, nvswitch, pcie_only
+from binpack.types import DemandKind, MigSlot
+
+GI = 1024
+TARGETS = {"fit_score_p50_ms": 1.0, "fit_score_p99_ms": 2.0, "allocate_us": 50.0, "release_us": 50.0,
+           "snapshot_mb": 50.0}
+LAYOUTS = {  # stock mig-parted layouts for the 8-slot parts, by 1g profile name
+    "all-1g": lambda g1, g2, g4: tuple(MigInstance(g1, s) for s in range(7)),
+    "balanced": lambda g1, g2, g4: (MigInstance(g1, 0), MigInstance(g1, 1), MigInstance(g2, 2), MigInstance(g4, 4)),
+    "two-3g": lambda g1, g2, g4: (MigInstance(g4, 0), MigInstance(g4, 4)),
+    "all-2g": lambda g1, g2, g4: tuple(MigInstance(g2, s) for s in (0, 2, 4)),
+}
+NAMES = {"H100-SXM5-80GB": ("1g.10gb", "2g.20gb", "3g.40gb"), "A100-SXM4-80GB": ("1g.10gb", "2g.20gb", "3g.40gb"),
+         "A100-SXM4-40GB": ("1g.5gb", "2g.10gb", "3g.20gb")}
+
+KINDS: dict[str, Demand] = {
+    "whole-1": Demand.whole(1, cpu_milli=4_000, host_memory_mib=32 * GI),
+    "whole-2": Demand.whole(2, cpu_milli=8_000, host_memory_mib=64 * GI),
+    "whole-4-nvlink": Demand.whole(4, topology=Topology.NVLINK, cpu_milli=16_000, host_memory_mib=128 * GI),
+    "whole-8-nvlink": Demand.whole(8, topology=Topology.NVLINK, cpu_milli=32_000, host_memory_mib=256 * GI),
+    "whole-2-h100": Demand.whole(2, models=frozenset({"H100-SXM5-80GB"}), cpu_milli=8_000),
+    "share-25%": Demand.share(10 * GI, 250, cpu_milli=2_000, host_memory_mib=8 * GI),
+    "share-mem-only": Demand.share(20 * GI, 0, cpu_milli=2_000),
+    "mig-1g.10gb": Demand.mig("1g.10gb", 1, cpu_milli=2_000),
+    "mig-3g.40gb-x2": Demand.mig("3g.40gb", 2, cpu_milli=8_000),
+    "mig-1g.5gb-a100-40": Demand.mig("1g.5gb", 1, models=frozenset({"A100-SXM4-40GB"})),
+    "cpu-only": Demand.none(cpu_milli=1_000, host_memory_mib=1 * GI),
+}
+
+
+def build_nodes(nodes: int, gpus_per_node: int, rng: np.random.Generator) -> list[Node]:
+    """The mixed cluster described in the module docstring."""
+    out = []
+    n = gpus_per_node
+    for i in range(nodes):
+        r = rng.random()
+        if r < 0.3:
+            model, (nv, pc) = "H100-SXM5-80GB", nvswitch(n, 18)
+        elif r < 0.6:
+            model, (nv, pc) = "A100-SXM4-80GB", nvswitch(n, 12)
+        elif r < 0.7 and n == 8:
+            model, (nv, pc) = "V100-SXM2-32GB", dgx1_v100()
+        elif r < 0.8:
+            model, (nv, pc) = "A100-SXM4-40GB", bridged_pairs(tuple((a, a + 1) for a in range(0, n - 1, 2)), n)
+        else:
+            model, (nv, pc) = "L4", pcie_only(n)
+        gpus = []
+        for g in range(n):
+            mode, layout = MigMode.NONE, ()
+            if model in NAMES and rng.random() < 0.43:  # 70% of GPUs can do MIG; 30% of all GPUs do
+                if rng.random() < 0.75:
+                    mode = MigMode.STATIC
+                    layout = LAYOUTS[str(rng.choice(list(LAYOUTS)))](*NAMES[model])
+                else:
+                    mode = MigMode.DYNAMIC
+            gpus.append(Gpu(g, model, uuid=f"GPU-{i}-{g}", mig_mode=mode, mig_instances=layout))
+        out.append(Node(f"node-{i:05d}", tuple(gpus), 128_000, 1_024 * GI, nv, pc))
+    return out
+
+
+def fill(snap: Snapshot, rng: np.random.Generator) -> Snapshot:
+    """Book about half of everything: whole GPUs, shares, MIG instances, CPU and memory, node by node."""
+    for node in snap.static.nodes:
+        level = rng.random()
+        plain = [g for g in node.gpus if g.mig_mode is MigMode.NONE]
+        rng.shuffle(plain)  # type: ignore[arg-type]
+        take = plain[: round(level * len(plain))]
+        bookings: list[Placement] = []
+        whole = [g.index for g in take if rng.random() < 0.7]
+        for a in range(0, len(whole), 2):
+            bookings.append(Placement(node.name, tuple(whole[a:a + 2]), cpu_milli=8_000, host_memory_mib=64 * GI))
+        for g in take:
+            if g.index not in whole:
+                mem = int(g.memory_mib * rng.uniform(0.1, 0.6))
+                comp = int(rng.integers(100, 600))
+                bookings.append(Placement(node.name, (g.index,), memory_mib=mem, compute_milli=comp, cpu_milli=2_000,
+                                          kind=DemandKind.SHARE))
+        for g in node.gpus:
+            if g.mig_mode is MigMode.STATIC:
+                for inst in g.mig_instances:
+                    if rng.random() < level:
+                        bookings.append(Placement(node.name, mig=(MigSlot(g.index, inst.profile, inst.start),),
+                                                  kind=DemandKind.MIG))
+            elif g.mig_mode is MigMode.DYNAMIC and rng.random() < level:
+                slot = MigSlot(g.index, NAMES[g.model][0], int(rng.integers(0, 7)))
+                bookings.append(Placement(node.name, mig=(slot,), kind=DemandKind.MIG))
+        for p in bookings:
+            try:
+                snap = allocate(snap, p)
+            except Conflict:
+                continue  # e.g. out of CPU on a busy node: fine, the cluster is only roughly half full
+    return snap
+
+
+def _mix() -> MixLearner:
+    learner = MixLearner()
+    for d, w in ((KINDS["whole-1"], 30), (KINDS["whole-2"], 10), (KINDS["whole-4-nvlink"], 5),
+                 (KINDS["whole-8-nvlink"], 5), (KINDS["share-25%"], 30), (Demand.share(40 * GI, 500), 20)):
+        for _ in range(w):
+            learner.observe(d)
+    return learner
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int = 200,
+                       seed: int = 0) -> dict[str, float]:
+    """Measure; keys are `<figure>.<kind>` for per-kind figures, plain names otherwise."""
+    rng = np.random.default_rng(seed)
+    cluster = build_nodes(nodes, gpus_per_node, rng)
+    tracemalloc.start()
+    base = Snapshot.build(cluster)
+    built, build_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    snap = fill(base, rng)
+    mix = _mix().mix()
+    out: dict[str, float] = {"nodes": float(nodes), "gpus": float(nodes * gpus_per_node),
+                             "snapshot_mb": snap.nbytes() / 1e6, "build_traced_mb": built / 1e6,
+                             "build_peak_mb": build_peak / 1e6}
+    with snap.read() as v:
+        out["gpus_booked_frac"] = 1 - float(v.free_milli().sum()) / (1000 * float(v.s.valid.sum()))
+    # a placement to flip between generations: each timed call below reads a new snapshot
+    flip = place(snap, KINDS["whole-1"], snap.names[int(np.argmax(fit(snap, KINDS["whole-1"]).fits))])
+    assert flip is not None
+    for name, d in KINDS.items():
+        times = []
+        cur, booked = snap, False
+        for _ in range(repeats + 5):
+            cur = release(cur, flip) if booked else allocate(cur, flip)
+            booked = not booked
+            times.append(_timed(lambda c=cur, d=d: score(fit(c, d), mix)))  # type: ignore[misc]
+        ts = np.asarray(times[5:]) * 1e3  # the first calls fill the static caches
+        out[f"fit_score_p50_ms.{name}"] = float(np.percentile(ts, 50))
+        out[f"fit_score_p99_ms.{name}"] = float(np.percentile(ts, 99))
+        out[f"fits_nodes.{name}"] = float(fit(snap, d).fits.sum())
+    for name in ("whole-2", "share-25%", "mig-1g.10gb"):
+        d = KINDS[name]
+        p = place(snap, d, snap.names[int(np.argmax(fit(snap, d).fits))])
+        assert p is not None
+        alloc_t, rel_t = [], []
+        cur = snap
+        for _ in range(repeats * 5):  # as the scheduler does: each step on the newest snapshot
+            t = time.perf_counter()
+            cur = allocate(cur, p)
+            t1 = time.perf_counter()
+            cur = release(cur, p)
+            alloc_t.append(t1 - t)
+            rel_t.append(time.perf_counter() - t1)
+        out[f"allocate_us.{name}"] = float(np.percentile(np.asarray(alloc_t) * 1e6, 50))
+        out[f"release_us.{name}"] = float(np.percentile(np.asarray(rel_t) * 1e6, 50))
+        out[f"allocate_p99_us.{name}"] = float(np.percentile(np.asarray(alloc_t) * 1e6, 99))
+    return out
+
+
+def main() -> None:
+    res = run_solver_latency()
+    print(f"cluster: {res['nodes']:.0f} nodes, {res['gpus']:.0f} GPUs, {res['gpus_booked_frac']:.0%} of GPU capacity "
+          f"booked; snapshot {res['snapshot_mb']:.1f} MB (nbytes), build traced {res['build_traced_mb']:.1f} MB, "
+          f"peak {res['build_peak_mb']:.1f} MB (target <= {TARGETS['snapshot_mb']:.0f} MB)")
+    print(f"{'demand kind':<22}{'fits on':>9}{'p50 ms':>9}{'p99 ms':>9}   targets p50 <= 1 ms, p99 <= 2 ms")
+    for name in KINDS:
+        p50, p99 = res[f"fit_score_p50_ms.{name}"], res[f"fit_score_p99_ms.{name}"]
+        flag = "ok" if p50 <= TARGETS["fit_score_p50_ms"] and p99 <= TARGETS["fit_score_p99_ms"] else "MISS"
+        print(f"{name:<22}{res[f'fits_nodes.{name}']:>9.0f}{p50:>9.3f}{p99:>9.3f}   {flag}")
+    for name in ("whole-2", "share-25%", "mig-1g.10gb"):
+        a50, a99, r50 = res[f"allocate_us.{name}"], res[f"allocate_p99_us.{name}"], res[f"release_us.{name}"]
+        print(f"allocate {name:<13} p50 {a50:6.1f} us (p99 {a99:6.1f})   release p50 {r50:6.1f} us   target <= 50 us")
+
+
+if __name__ == "__main__":
+    main()
