@@ -83,7 +83,8 @@ def build_nodes(nodes: int, gpus_per_node: int, rng: np.random.Generator) -> lis
             model, (nv, pc) = "L4", pcie_only(n)
         gpus = []
         for g in range(n):
-            mode, layout = MigMode.NONE, ()
+            mode: MigMode = MigMode.NONE
+            layout: tuple[MigInstance, ...] = ()
             if model in NAMES and rng.random() < 0.43:  # 70% of GPUs can do MIG; 30% of all GPUs do
                 if rng.random() < 0.75:
                     mode = MigMode.STATIC
@@ -100,7 +101,7 @@ def fill(snap: Snapshot, rng: np.random.Generator) -> Snapshot:
     for node in snap.static.nodes:
         level = rng.random()
         plain = [g for g in node.gpus if g.mig_mode is MigMode.NONE]
-        rng.shuffle(plain)  # type: ignore[arg-type]
+        rng.shuffle(plain)
         take = plain[: round(level * len(plain))]
         bookings: list[Placement] = []
         whole = [g.index for g in take if rng.random() < 0.7]
