@@ -67,28 +67,28 @@ def _groups(mix: Mix) -> tuple[_Group, ...]:
 @dataclass(frozen=True, eq=False)
 class _Stats:
     """What frag needs of free milli x, per row: the total, and per mix group and threshold u the
-    usable GPUs (x >= th_u, of an allowed model) and the milli on them."""
+    usable GPUs (x >= th_u, of an allowed model) and the milli on them. Small integers throughout
+    (at most 16 GPUs x 1000 milli): exact, and small temporaries."""
 
-    total: np.ndarray  # (R,) float64
+    total: np.ndarray  # (R,) int32
     cnt: tuple[np.ndarray, ...]  # per group (U, R) int16
-    on: tuple[np.ndarray, ...]  # per group (U, R) float64
+    on: tuple[np.ndarray, ...]  # per group (U, R) int32
 
 
-def _stats(v: View, rows: np.ndarray, xt: np.ndarray, mix: Mix) -> _Stats:
-    """From xt, free milli transposed to (K, R) float32, so every sum runs along long contiguous rows
-    (float32 sums of milli are exact)."""
+def _stats(v: View, rows: np.ndarray, xi: np.ndarray, mix: Mix) -> _Stats:
+    """From xi, free milli transposed to (K, R) int16, so every sum runs along long contiguous rows."""
     cnts, ons = [], []
     for g in _groups(mix):
-        xa = xt * fast.take(v.s.model_ok(g.models), rows).T.astype(np.float32, order="C") if g.models else xt
+        xa = xi * fast.take(v.s.model_ok(g.models), rows).T if g.models else xi
         cnt = np.empty((len(g.th), len(rows)), np.int16)
-        on = np.empty((len(g.th), len(rows)))
+        on = np.empty((len(g.th), len(rows)), np.int32)
         for j, m in enumerate(g.th.tolist()):
             usable = xa >= m
             cnt[j] = usable.sum(axis=0, dtype=np.int16)
-            on[j] = (usable * xa).sum(axis=0)
+            on[j] = (usable * xa).sum(axis=0, dtype=np.int32)
         cnts.append(cnt)
         ons.append(on)
-    return _Stats(xt.sum(axis=0, dtype=np.float64), tuple(cnts), tuple(ons))
+    return _Stats(xi.sum(axis=0, dtype=np.int32), tuple(cnts), tuple(ons))
 
 
 def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
@@ -96,17 +96,17 @@ def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray
     kept = np.zeros(len(st.total))
     for g, cnt, on in zip(_groups(mix), st.cnt, st.on, strict=True):
         host = (cpu[None] >= g.cpu[:, None]) & (hmem[None] >= g.mem[:, None]) & (cnt[g.ui] >= g.count[:, None])
-        kept += g.prob @ (host * on[g.ui])
+        kept += np.einsum("t,tr->r", g.prob, host * on[g.ui])
     return st.total * float(mix.prob.sum()) - kept
 
 
-def _moved(st: _Stats, mix: Mix, old: np.ndarray | float, new: np.ndarray | float, gone: np.ndarray,
+def _moved(st: _Stats, mix: Mix, old: np.ndarray | int, new: np.ndarray | int, gone: np.ndarray,
            allowed: list[np.ndarray | None]) -> _Stats:
     """The stats after some GPUs of each row go from `old` to `new` free milli: `gone` (R,) milli
     leave the total; allowed[g] (R,) of the moved GPUs count for mix group g (None: one each).
     Exact, and O(U x R) instead of a second pass over (K, R)."""
     cnts, ons = [], []
-    was, now = np.asarray(old, np.float64), np.asarray(new, np.float64)
+    was, now = np.asarray(old, np.int32), np.asarray(new, np.int32)
     for g, cnt, on, n in zip(_groups(mix), st.cnt, st.on, allowed, strict=True):
         ge_was, ge_now = was >= g.th[:, None], now >= g.th[:, None]
         d_cnt = ge_now.astype(np.int16) - ge_was
@@ -129,7 +129,7 @@ def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.nda
     from `_moved` instead of a second `frag`: change the three together (test_binpack_score checks)."""
     if len(mix) == 0:
         return np.zeros(len(rows))
-    return _lost(_stats(v, rows, x.T.astype(np.float32, order="C"), mix), cpu, hmem, mix)
+    return _lost(_stats(v, rows, x.T.astype(np.int16, order="C"), mix), cpu, hmem, mix)
 
 
 def score(fitted: FitResult, mix: Mix, view: View | None = None) -> Scores:
@@ -152,8 +152,7 @@ def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
     if d.kind is DemandKind.MIG:
         value[rows] = _mig_value(v, fitted, rows)
         return Scores(value, _to_int(value, rows), choice)
-    xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16
-    xt = xi.astype(np.float32)  # see _stats
+    xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16, see _stats
     if d.kind is DemandKind.WHOLE:
         wm = fitted.aux.get("whole_bits")
         if wm is None:
@@ -164,9 +163,9 @@ def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
         for _ in range(d.count):
             rest = rest & (rest - 1)
         taken = bits & ~rest
-        old: np.ndarray | float = float(FULL_MILLI)
-        new: np.ndarray | float = 0.0
-        gone = np.full(len(rows), float(FULL_MILLI * d.count))
+        old: np.ndarray | int = FULL_MILLI
+        new: np.ndarray | int = 0
+        gone = np.full(len(rows), FULL_MILLI * d.count, np.int32)
         allowed: list[np.ndarray | None] = [
             np.bitwise_count(taken & fast.take(v.s.model_bits(g.models), rows)) if g.models
             else np.full(len(rows), d.count) for g in _groups(mix)]
@@ -175,14 +174,14 @@ def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
         g_at = _pick_share(xi, np.ascontiguousarray(ok.T), mix, d.compute_milli)
         choice[rows] = g_at
         flat = g_at * len(rows) + np.arange(len(rows))  # (slot, row) in the (K, R) layout
-        old = np.take(xt, flat).astype(np.float64)
+        old = np.take(xi, flat).astype(np.int32)
         new = np.maximum(old - d.compute_milli, 0)
         gone = old - new
         allowed = [np.take(fast.take(v.s.model_ok(g.models), rows).T, flat) if g.models else None
                    for g in _groups(mix)]
     if len(mix):
         cpu, hmem = fast.take(v.cpu_free, rows), fast.take(v.hmem_free, rows)
-        before = _stats(v, rows, xt, mix)
+        before = _stats(v, rows, xi, mix)
         after = _moved(before, mix, old, new, gone, allowed)
         growth = _lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix) - _lost(before, cpu, hmem, mix)
         # FGD: smaller growth of fragmentation is better; scaled per whole GPU
