@@ -38,7 +38,8 @@ def _place(v: View, d: Demand, i: int, mix: Mix) -> Placement:
     if d.kind is DemandKind.NONE:
         return Placement(**common)  # type: ignore[arg-type]
     if d.kind is DemandKind.WHOLE:
-        free = np.flatnonzero(v.whole_free(d.models)[i]).tolist()
+        bits = int(v.whole_bits[i]) & (int(s.model_bits(d.models)[i]) if d.models else -1)
+        free = [g for g in range(s.k) if (bits >> g) & 1]
         need = d.topology is Topology.NVLINK and d.count > 1
         memo = s.cache.setdefault("place_whole", {})
         key = (int(s.topo_id[i]), tuple(free), d.count, need)
