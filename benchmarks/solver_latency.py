@@ -212,6 +212,7 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
         out[f"allocate_us.{name}"] = float(np.percentile(np.asarray(alloc_t) * 1e6, 50))
         out[f"release_us.{name}"] = float(np.percentile(np.asarray(rel_t) * 1e6, 50))
         out[f"allocate_p99_us.{name}"] = float(np.percentile(np.asarray(alloc_t) * 1e6, 99))
+    gc.unfreeze()  # leave the calling process as it was
     return out
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from test_binpack_gen import FAST, PCIE_LEVELS
 
 from binpack import Demand, Gpu, Node, Snapshot, Topology, allocate, fit, place
+from binpack.tables import cliques
 from binpack.topology import best_set, bridged_pairs, dgx1_v100, largest_clique, nvswitch, pair_scores, pcie_only
 
 # go-gpuallocator's points per PCIe level, restated here so the test does not trust topology.py's table
@@ -92,6 +93,8 @@ def test_largest_clique_matches_brute_force(board: tuple, data: st.DataObject) -
     expect = max((len(c) for r in range(len(free) + 1) for c in itertools.combinations(free, r)
                   if all(nv[a][b] > 0 for a, b in itertools.combinations(c, 2))), default=0)
     assert largest_clique(np.asarray(nv), free) == expect
+    snap = Snapshot.build([_node(nv, board[1])])  # the lookup table fit uses, on the same board
+    assert cliques(snap.static, np.asarray([sum(1 << g for g in free)], np.int64))[0] == expect
 
 
 def _mat(m: tuple) -> list[list[int]]:
