@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.routes import Deps, build_router
 from scheduler.extender.verdicts import Engine
+from scheduler.groups import PodGroups
 from scheduler.settings import Settings
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc())
     engine = Engine()
+    PodGroups(state, metrics.registry).install(engine, binder)  # pod groups: all or nothing (scheduler/groups.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -30,8 +30,22 @@ PREFIX = "gpupack: "
 UNKNOWN = PREFIX + "unknown to gpupack (no inventory yet)"
 NEUTRAL = MAX_SCORE // 2
 
-# a hook may hold a pod back before any node is looked at (e.g. a pod group not complete yet)
-FilterHook = Callable[[PodRequest, StateView], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A hook's answer that only `node` may take the pod (the node a pod group's plan reserved for it)."""
+
+    node: str
+    elsewhere: str  # the reason given for every other node
+
+
+# A hook may hold a pod back before any node is looked at (a reason: a pod group not complete yet) or
+# pin it to one node. Hooks are consulted for pods of a pod group only, so other pods keep the answer cache.
+FilterHook = Callable[[PodRequest, StateView], str | Pin | None]
+# A hook may answer preempt for a pod instead of the per-node check (None: not its business).
+PreemptHook = Callable[[PodRequest, StateView, dict[str, tuple[list[wire.Victim], int]]],
+                       dict[str, tuple[list[str], int]] | None]
 
 
 @dataclass
@@ -102,6 +116,7 @@ class Engine:
         self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
+        self.preempt_hooks: list[PreemptHook] = []
 
     def fit(self, view: StateView, demand: Demand) -> FitResult:
         key = (demand, view.snapshot.generation)
@@ -169,7 +184,8 @@ class Engine:
         """The ExtenderFilterResult and the rejections by reason. In NodeNames mode the answer is the
         same for every pod with the same demand, node list and snapshot, so it is made once."""
         key = None
-        if args.items is None and req is not None and req.managed and not view.invalid and not self.hooks:
+        held = req is not None and bool(req.group and self.hooks)  # hooks may answer differently per pod
+        if args.items is None and req is not None and req.managed and not view.invalid and not held:
             key = (table, req.demand, view.snapshot.generation)
             with self._lock:
                 hit = self._answers.get(key)
@@ -200,8 +216,10 @@ class Engine:
             return FilterOutcome([], [], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
         if not req.managed:
             return FilterOutcome(list(range(len(names))), list(names))
-        for hook in self.hooks:
+        for hook in self.hooks if req.group else ():
             held = hook(req, view)
+            if isinstance(held, Pin):
+                return _pinned(names, held)
             if held:
                 return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
         rows = table.rows
@@ -265,6 +283,15 @@ class Engine:
             lo, hi = vals[good].min(), vals[good].max()
             out[good] = MAX_SCORE if hi - lo < 1e-12 else np.rint((vals[good] - lo) / (hi - lo) * MAX_SCORE)
         return out
+
+
+def _pinned(names: Sequence[str], pin: Pin) -> FilterOutcome:
+    """Only the pinned node passes (its devices are already reserved for the pod, so no fit is asked)."""
+    others = dict.fromkeys((n for n in names if n != pin.node), PREFIX + pin.elsewhere)
+    if len(others) == len(names):
+        return FilterOutcome([], [], others, {}, {"held": len(names)})
+    at = list(names).index(pin.node)
+    return FilterOutcome([at], [pin.node], others, {}, {"held": len(others)} if others else {})
 
 
 def _model_sig(verdict: FitResult) -> np.ndarray:

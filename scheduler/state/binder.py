@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from binpack import Conflict, fit, place
+from binpack import Conflict, Placement, fit, place
 from scheduler.devices import DEVICES, annotations_for
+from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError, KubeApi
 
@@ -40,6 +41,8 @@ class Binder:
         self.api = api
         self.on_result = on_result
         self.hook = hook  # test seam: called with the step name before each API call
+        # under the node and state locks: the devices reserved for the pod (a pod group's plan), a refusal, or None
+        self.reservation: Callable[[str, PodRequest, str], Placement | str | None] | None = None
         self._node_locks: dict[str, threading.Lock] = {}
         self._inflight: set[str] = set()
         self._guard = threading.Lock()
@@ -87,20 +90,25 @@ class Binder:
             snap = view.snapshot
             if node not in snap.static.index:
                 return f"gpupack: node {node} is unknown to gpupack (no inventory yet)", "failed"
-            p = place(snap, req.demand, node, view.mix)
+            held = self.reservation(uid, req, node) if self.reservation is not None else None
+            if isinstance(held, str):
+                return held, "conflict"
+            p = held or place(snap, req.demand, node, view.mix)  # reserved devices are already booked
             if p is None:
                 why = fit(snap, req.demand).message(snap.node_index(node))
                 return f"gpupack: pod {pod} no longer fits on {node}: {why}", "conflict"
             try:
-                self.state.assume(uid, p, req)
+                if held is None:
+                    self.state.assume(uid, p, req)
             except Conflict as e:
                 return f"gpupack: pod {pod} could not be booked on {node}: {e}", "conflict"
             inv = self.state.node(node)
         assert inv is not None
         annotations = annotations_for(req, p, inv)
-        return self._post_binding(ns, name, uid, node, annotations)
+        return self._post_binding(ns, name, uid, node, annotations, keep=held is not None)
 
-    def _post_binding(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str]) -> tuple[str, str]:
+    def _post_binding(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str],
+                      keep: bool = False) -> tuple[str, str]:
         pod = f"{ns}/{name}"
         patched = False
         try:
@@ -118,7 +126,7 @@ class Binder:
                     raise
                 log.info("bind %s: %s, but the pod is bound to %s as asked", pod, e, node)
         except ApiError as e:
-            self._undo(ns, name, uid, ann if patched else {})
+            self._undo(ns, name, uid, ann if patched else {}, keep)
             outcome = "conflict" if e.status == 409 else "failed"
             return f"gpupack: binding {pod} to {node} failed: {e.message or e}", outcome
         self.state.confirm(uid)
@@ -136,9 +144,11 @@ class Binder:
         got = ((obj.get("metadata") or {}).get("annotations") or {}).get(DEVICES)
         return (obj.get("spec") or {}).get("nodeName") == node and got == ann.get(DEVICES)
 
-    def _undo(self, ns: str, name: str, uid: str, ann: dict[str, str]) -> None:
-        """Forget the assumption and take our annotations off again (best effort, with a timeout)."""
-        self.state.unassume(uid)
+    def _undo(self, ns: str, name: str, uid: str, ann: dict[str, str], keep: bool = False) -> None:
+        """Forget the assumption and take our annotations off again (best effort, with a timeout).
+        `keep`: a reservation stays until its deadline, so kube-scheduler's retry gets the same devices."""
+        if not keep:
+            self.state.unassume(uid)
         if not ann:
             return
         try:

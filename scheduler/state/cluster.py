@@ -101,6 +101,8 @@ class ClusterState:
         self.ledger = Ledger()
         self.synced = {"nodes": False, "pods": False}
         self.on_event_lag: Callable[[float], None] | None = None
+        # told of every pod change the watch brings (uid, entry or None when gone, object), under the lock
+        self.pod_listeners: list[Callable[[str, PodEntry | None, Obj | None], None]] = []
         self._inbox: deque[tuple[str, WatchEvent | list[Obj], float]] = deque()
         self._node_keys: dict[str, tuple[Any, ...]] = {}
         self._invalid: dict[str, str] = {}
@@ -181,7 +183,7 @@ class ClusterState:
         uid = str(meta.get("uid") or "")
         if not uid or ev.type not in ("ADDED", "MODIFIED", "DELETED"):
             return
-        self._set_pod(uid, None if ev.type == "DELETED" else self._entry(uid, ev.obj))
+        self._set_pod(uid, None if ev.type == "DELETED" else self._entry(uid, ev.obj), ev.obj)
 
     def _entry(self, uid: str, obj: Obj) -> PodEntry:
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
@@ -204,7 +206,7 @@ class ClusterState:
         return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
                         str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign)
 
-    def _set_pod(self, uid: str, new: PodEntry | None) -> None:
+    def _set_pod(self, uid: str, new: PodEntry | None, obj: Obj | None = None) -> None:
         old = self._pods.pop(uid, None)
         if new is not None:
             self._pods[uid] = new
@@ -219,6 +221,8 @@ class ClusterState:
         elif cur is not None and (new is None or new.node or new.phase in TERMINAL or not cur.assumed):
             # deleted, finished, bound without our record, or a stale record: its devices are free
             self.ledger.drop(uid)
+        for listen in self.pod_listeners:
+            listen(uid, new, obj)
 
     def _observe(self, uid: str, req: PodRequest) -> None:
         if uid in self._observed:
