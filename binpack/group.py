@@ -30,7 +30,7 @@ from binpack.group_node import NodePack, hardness, pack_node
 from binpack.mix import EMPTY_MIX, Mix
 from binpack.place import _place
 from binpack.score import Scores, score
-from binpack.snapshot import Snapshot
+from binpack.snapshot import Snapshot, View
 from binpack.types import Demand, Placement
 from binpack.validate import validate
 
@@ -95,32 +95,59 @@ def place_group(snapshot: Snapshot, demands: Sequence[Demand], mix: Mix = EMPTY_
             return result(GroupStatus.TIMED_OUT, exhaustive=False)
         return result(GroupStatus.TIMED_OUT_GREEDY, greedy, problem.objective(greedy_assign), exhaustive)  # type: ignore[arg-type]
     model = GroupModel(problem)
+    with snapshot.read() as v:
+        model.same_nodes(_interchangeable(v, nodes))
     packed: dict[tuple[int, tuple[int, ...]], NodePack] = {}
+    best: tuple[int, Sequence[Placement], np.ndarray | None] | None = None
     if greedy is not None and greedy_assign is not None:
-        model.start_from(greedy_assign)
+        best = (problem.objective(greedy_assign), greedy, greedy_assign)
+        model.at_most(best[0])
+        model.hint(greedy_assign)
         for c in np.flatnonzero(greedy_assign.sum(axis=0)):  # greedy's nodes are known to pack
             name = snapshot.names[int(nodes[c])]
-            members = [m for m, p in enumerate(greedy) if p.node == name]
-            members.sort(key=lambda m: kind_of[m])
+            members = sorted((m for m, p in enumerate(greedy) if p.node == name), key=lambda m: kind_of[m])
             packed[(int(c), tuple(greedy_assign[:, c]))] = NodePack(tuple(greedy[m] for m in members))
-    while (left := deadline - time.perf_counter()) > 0:
-        status, assign = model.solve(left, workers, seed)
-        if assign is None:
-            if status == cp_model.INFEASIBLE and greedy is None:
-                return result(GroupStatus.INFEASIBLE, exhaustive=exhaustive)
-            break
-        plan = _realise(snapshot, problem, assign, kind_of, packed, search_budget, model)
-        if any(p.exhausted for p in packed.values()):
-            exhaustive = False
-        if plan is None:
-            continue  # some node set did not pack: cut off, solve again
+    cuts: list[tuple[int, np.ndarray]] = []
+    trusted = True  # False if a plan ever failed validate: then no optimality claim
+
+    def check(assign: np.ndarray) -> bool:
+        """Each CP-SAT solution: pack it node by node; keep it if it is the best so far, or stop the
+        search to cut off the node sets that do not pack."""
+        nonlocal best, trusted
+        plan, failed = _realise(snapshot, problem, assign, kind_of, packed, search_budget)
+        if failed:
+            cuts.extend(failed)
+            return False
         if validate(snapshot, list(zip(demands, plan, strict=True))):
-            break  # cannot happen while pack_node and validate agree; never return such a plan
-        final = GroupStatus.OPTIMAL if status == cp_model.OPTIMAL else GroupStatus.FEASIBLE
-        return result(final, plan, problem.objective(assign), exhaustive)
-    if greedy is not None:
-        return result(GroupStatus.TIMED_OUT_GREEDY, greedy, problem.objective(greedy_assign), exhaustive)  # type: ignore[arg-type]
-    return result(GroupStatus.TIMED_OUT, exhaustive=False)
+            trusted = False  # cannot happen while pack_node and validate agree; never return such a plan
+            return True
+        obj = problem.objective(assign)
+        if best is None or obj < best[0] or (obj == best[0] and best[2] is not None):
+            best = (obj, plan, None)  # None: this plan came from CP-SAT
+        return True
+
+    status = cp_model.UNKNOWN
+    while (left := deadline - time.perf_counter()) > 0:
+        cuts.clear()
+        status = model.solve(left, workers, seed, check)
+        if not cuts:
+            break
+        for col, counts in cuts:
+            model.forbid(col, counts)
+    if any(p.exhausted for p in packed.values()):
+        exhaustive = False
+    if best is None:
+        if status == cp_model.INFEASIBLE:
+            return result(GroupStatus.INFEASIBLE, exhaustive=exhaustive)
+        return result(GroupStatus.TIMED_OUT, exhaustive=False)
+    obj, plan, from_greedy = best
+    if status == cp_model.OPTIMAL and trusted and not cuts:
+        return result(GroupStatus.OPTIMAL, plan, obj, exhaustive)
+    if from_greedy is None and greedy_assign is not None and obj < problem.objective(greedy_assign):
+        return result(GroupStatus.FEASIBLE, plan, obj, exhaustive)
+    if greedy is None or greedy_assign is None:
+        return result(GroupStatus.FEASIBLE, plan, obj, exhaustive)
+    return result(GroupStatus.TIMED_OUT_GREEDY, greedy, problem.objective(greedy_assign), exhaustive)
 
 
 def _greedy(snapshot: Snapshot, demands: Sequence[Demand], mix: Mix) -> list[Placement] | None:
@@ -169,13 +196,25 @@ def _assignment(snapshot: Snapshot, plan: Sequence[Placement], kind_of: Sequence
     return assign
 
 
+def _interchangeable(v: View, nodes: np.ndarray) -> list[list[int]]:
+    """Candidate columns whose nodes have the same board and the same state in every column."""
+    s = v.s
+    groups: dict[bytes, list[int]] = {}
+    for c, i in enumerate(nodes.tolist()):
+        key = b"".join(a[i].tobytes() for a in (
+            s.topo_id, s.model, s.mig_mode, s.layout, s.valid, s.healthy, s.mem_total, v.mem_free, v.compute_free,
+            v.mig_used, v.me_used, v.cpu_free, v.hmem_free, v.foreign))
+        groups.setdefault(key, []).append(c)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def _realise(snapshot: Snapshot, problem: GroupProblem, assign: np.ndarray, kind_of: Sequence[int],
-             packed: dict[tuple[int, tuple[int, ...]], NodePack], budget: int,
-             model: GroupModel) -> list[Placement] | None:
-    """Devices for a solution, node by node; cuts off (in the model) every node set that does not pack."""
+             packed: dict[tuple[int, tuple[int, ...]], NodePack],
+             budget: int) -> tuple[list[Placement], list[tuple[int, np.ndarray]]]:
+    """Devices for a solution, node by node, and the (node, member counts) that do not pack."""
     plan: list[Placement | None] = [None] * len(kind_of)
     waiting = {t: [m for m, k in enumerate(kind_of) if k == t] for t in range(len(problem.kinds))}
-    ok = True
+    failed = []
     for c in np.flatnonzero(assign.sum(axis=0)):
         counts = assign[:, c]
         key = (int(c), tuple(int(x) for x in counts))
@@ -184,14 +223,11 @@ def _realise(snapshot: Snapshot, problem: GroupProblem, assign: np.ndarray, kind
             packed[key] = pack_node(snapshot, snapshot.names[int(problem.nodes[c])], members, budget)
         got = packed[key].placements
         if got is None:
-            model.forbid(int(c), counts)
-            ok = False
+            failed.append((int(c), counts.copy()))
             continue
         at = 0
         for t in range(len(counts)):
             for _ in range(int(counts[t])):
                 plan[waiting[t].pop()] = got[at]
                 at += 1
-    if not ok:
-        return None
-    return [p for p in plan if p is not None]
+    return [p for p in plan if p is not None], failed

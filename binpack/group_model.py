@@ -16,7 +16,8 @@ multi-GPU members, the NVLink quality of the best free set) and node_weight exce
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,9 @@ class GroupProblem:
     ub: np.ndarray  # (T, C) most members of a kind the node could take if it took nothing else
     cost: np.ndarray  # (T, C) per member: MAX_SCORE - its score on the node
     rows: tuple[tuple[str, np.ndarray, np.ndarray], ...]  # shared capacities: name, coef (T, C), rhs (C,)
+    slack: np.ndarray  # (C,) whole-free GPUs that foreign pods leave: for whole members and opened shares
+    partial: np.ndarray  # (T, C) shares of the kind that fit on GPUs already shared (0: not a share)
+    full: np.ndarray  # (T, C) shares of the kind one whole-free GPU of the node could hold
 
     @property
     def node_weight(self) -> int:
@@ -63,8 +67,11 @@ def build_problem(v: View, kinds: Sequence[Demand], need: Sequence[int], nodes: 
     slack = np.maximum(whole_all.sum(axis=1) - v.foreign[nodes], 0).astype(np.int64)
     cpu, hmem = v.cpu_free[nodes].astype(np.int64), v.hmem_free[nodes].astype(np.int64)
     ub = np.zeros((t_n, c_n), np.int64)
+    partial, full = np.zeros((t_n, c_n), np.int64), np.zeros((t_n, c_n), np.int64)
     for t, d in enumerate(kinds):
-        ub[t] = _kind_bound(v, d, need[t], nodes, slack, cpu, hmem)
+        if d.kind is DemandKind.SHARE:
+            partial[t], full[t] = _share_slots(v, d, nodes)
+        ub[t] = _kind_bound(v, d, need[t], nodes, slack, cpu, hmem, partial[t], full[t])
     cost = np.stack([MAX_SCORE - np.asarray(sc)[nodes] for sc in integer_scores]).astype(np.int64)
     rows: list[tuple[str, np.ndarray, np.ndarray]] = []
 
@@ -76,7 +83,6 @@ def build_problem(v: View, kinds: Sequence[Demand], need: Sequence[int], nodes: 
     whole = [d.count if d.kind is DemandKind.WHOLE else 0 for d in kinds]
     row("cpu", np.asarray([d.cpu_milli for d in kinds]), cpu)
     row("memory", np.asarray([d.host_memory_mib for d in kinds]), hmem)
-    row("whole GPUs", np.asarray(whole), slack)
     for models in {d.models for d in kinds if d.kind is DemandKind.WHOLE and d.models}:
         coef = np.asarray([d.count if d.kind is DemandKind.WHOLE and d.models == models else 0 for d in kinds])
         row(f"whole GPUs of {sorted(models)}", coef, v.whole_free(models)[nodes].sum(axis=1))
@@ -99,7 +105,7 @@ def build_problem(v: View, kinds: Sequence[Demand], need: Sequence[int], nodes: 
             coef = np.asarray([d.count if d.kind is DemandKind.MIG and d.mig_profile == prof else 0 for d in kinds])
             _, now = mig_counts(v, Demand.mig(prof))
             row(f"MIG {prof}", coef, now[nodes])
-    return GroupProblem(tuple(kinds), tuple(need), nodes, ub, cost, tuple(rows))
+    return GroupProblem(tuple(kinds), tuple(need), nodes, ub, cost, tuple(rows), slack, partial, full)
 
 
 def _nvlink(d: Demand) -> bool:
@@ -116,8 +122,21 @@ def _disjoint(v: View, n: int, free_row: np.ndarray, k: int) -> int:
     return int(memo[key])
 
 
+def _share_slots(v: View, d: Demand, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) shares of this kind alone that the node's partly shared GPUs could hold, and (C,) the most
+    one of its whole-free GPUs (of an allowed model) could hold."""
+    s = v.s
+    ok = (s.model_ok(d.models) & (s.mig_mode == MigMode.NONE))[nodes]
+    mem, comp = v.mem_free[nodes].astype(np.int64), v.compute_free[nodes].astype(np.int64)
+    per = np.minimum(mem // d.memory_mib if d.memory_mib else BIG,
+                     comp // d.compute_milli if d.compute_milli else BIG)
+    per = np.where(ok, per, 0)
+    wf = v.whole_free()[nodes]
+    return np.where(wf, 0, per).sum(axis=1), np.where(wf, per, 0).max(axis=1)
+
+
 def _kind_bound(v: View, d: Demand, need: int, nodes: np.ndarray, slack: np.ndarray, cpu: np.ndarray,
-                hmem: np.ndarray) -> np.ndarray:
+                hmem: np.ndarray, partial: np.ndarray, full: np.ndarray) -> np.ndarray:
     """(C,) most members of this kind each node could take alone (0 where one does not fit)."""
     out = np.full(len(nodes), need, np.int64)
     if d.cpu_milli:
@@ -130,17 +149,7 @@ def _kind_bound(v: View, d: Demand, need: int, nodes: np.ndarray, slack: np.ndar
         if _nvlink(d):
             out = np.minimum(out, [_disjoint(v, int(n), free[c], d.count) for c, n in enumerate(nodes)])
     elif d.kind is DemandKind.SHARE:
-        s = v.s
-        ok = (s.model_ok(d.models) & (s.mig_mode == MigMode.NONE))[nodes]
-        mem, comp = v.mem_free[nodes].astype(np.int64), v.compute_free[nodes].astype(np.int64)
-        per = np.minimum(mem // d.memory_mib if d.memory_mib else BIG,
-                         comp // d.compute_milli if d.compute_milli else BIG)
-        per = np.where(ok, per, 0)
-        wf = v.whole_free()[nodes]
-        # shares may open at most `slack` whole-free GPUs (foreign pods may hold the others)
-        opened = -np.sort(-np.where(wf, per, 0), axis=1)
-        rank = np.arange(per.shape[1])[None, :]
-        out = np.minimum(out, np.where(wf, 0, per).sum(axis=1) + np.where(rank < slack[:, None], opened, 0).sum(axis=1))
+        out = np.minimum(out, partial + full * slack)  # shares may open at most `slack` whole-free GPUs
     elif d.kind is DemandKind.MIG:
         _, now = mig_counts(v, d)
         out = np.minimum(out, now[nodes] // d.count)
@@ -177,6 +186,7 @@ class GroupModel:
         self.u = [self.m.new_bool_var(f"u{c}") for c in range(c_n)]
         self._assignment()
         self._capacities()
+        self._whole_and_shares()
         self._objective()
 
     def _assignment(self) -> None:
@@ -195,6 +205,21 @@ class GroupModel:
                 if terms:
                     self.m.add(sum(terms) <= int(rhs[c]) * self.u[c])
 
+    def _whole_and_shares(self) -> None:
+        """Whole members and shares compete for a node's whole-free GPUs: z[c] of them are opened for
+        shares, and each share kind fits on the GPUs already shared plus `full` per opened GPU."""
+        p = self.p
+        whole = [t for t, d in enumerate(p.kinds) if d.kind is DemandKind.WHOLE]
+        shares = [t for t, d in enumerate(p.kinds) if d.kind is DemandKind.SHARE]
+        for c, u in enumerate(self.u):
+            z = self.m.new_int_var(0, int(p.slack[c]), f"z{c}") if shares else 0
+            used = [p.kinds[t].count * self.y[t][c] for t in whole if p.ub[t, c]]
+            if used or shares:
+                self.m.add(sum(used) + z <= int(p.slack[c]) * u)
+            for t in shares:
+                if p.ub[t, c]:
+                    self.m.add(self.y[t][c] <= int(p.partial[t, c]) + int(p.full[t, c]) * z)
+
     def _objective(self) -> None:
         self.obj = self.p.node_weight * sum(self.u) + sum(
             int(self.p.cost[t, c]) * self.y[t][c] for t in range(len(self.y)) for c in range(len(self.u)))
@@ -209,22 +234,41 @@ class GroupModel:
             lits.append(b)
         self.m.add(sum(lits) <= len(lits) - 1)
 
-    def start_from(self, assign: np.ndarray) -> None:
-        """A known plan: hint it and accept nothing worse."""
+    def at_most(self, objective: int) -> None:
+        """A known plan has this objective: accept nothing worse."""
+        self.m.add(self.obj <= objective)
+
+    def same_nodes(self, groups: list[list[int]]) -> None:
+        """Candidate nodes in one group are interchangeable (same board, same state): use them in order."""
+        for group in groups:
+            for a, b in itertools.pairwise(group):
+                self.m.add(self.u[a] >= self.u[b])
+
+    def hint(self, assign: np.ndarray) -> None:
+        self.m.clear_hints()
         for t, ys in enumerate(self.y):
             for c, y in enumerate(ys):
                 self.m.add_hint(y, int(assign[t, c]))
         for c, u in enumerate(self.u):
             self.m.add_hint(u, bool(assign[:, c].any()))
-        self.m.add(self.obj <= self.p.objective(assign))
 
-    def solve(self, time_limit_s: float, workers: int, seed: int) -> tuple[cp_model.CpSolverStatus, np.ndarray | None]:
+    def solve(self, time_limit_s: float, workers: int, seed: int,
+              on_solution: Callable[[np.ndarray], bool]) -> cp_model.CpSolverStatus:
+        """Solve; every solution found goes to on_solution, which returns False to stop the search."""
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(time_limit_s, 0.001)
         solver.parameters.num_workers = workers
         solver.parameters.random_seed = seed
-        status = solver.solve(self.m)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return status, None
-        assign = np.asarray([[solver.value(y) for y in ys] for ys in self.y], np.int64)
-        return status, assign
+        return solver.solve(self.m, _Each(self.y, on_solution))
+
+
+class _Each(cp_model.CpSolverSolutionCallback):
+    def __init__(self, y: list[list[cp_model.IntVar]], on_solution: Callable[[np.ndarray], bool]) -> None:
+        super().__init__()
+        self.y = y
+        self.on_solution = on_solution
+
+    def on_solution_callback(self) -> None:
+        assign = np.asarray([[self.value(v) for v in ys] for ys in self.y], np.int64)
+        if not self.on_solution(assign):
+            self.stop_search()
