@@ -131,8 +131,9 @@ def test_members_wait_then_the_group_is_reserved_whole_and_binds(size: int, n_no
     sim = Sim(nodes(n_nodes))
     pods = [member("job", i, size, gpus) for i in range(size)]
     sim.create(pods[:-1])
+    waiting = f"gpupack: waiting for pod group job: {size - 1} of {size} members exist"
     for p in pods[:-1]:
-        assert held_reasons(sim.filter(p)) == {f"gpupack: waiting for pod group job: {size - 1} of {size} members exist"}
+        assert held_reasons(sim.filter(p)) == {waiting}
         assert sim.bind(p, sim.names[0]).startswith("gpupack: pod group job has no reservation")
     assert sim.state.assumed() == {} and sim.metric("gpupack_pod_groups", state="waiting") == 1
     sim.create(pods[-1:])
@@ -297,7 +298,3 @@ def test_settings_refuse_bad_limits() -> None:
         GroupSettings(plan_s=3.0, round_s=1.0)
     with pytest.raises(ValueError, match="ttl_s"):
         GroupSettings(ttl_s=0)
-
-
-def _placement_nodes(p: dict[str, Placement]) -> set[str]:
-    return {x.node for x in p.values()}
