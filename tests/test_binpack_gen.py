@@ -48,7 +48,7 @@ def examples(n: int) -> settings:
     return settings(max_examples=n, deadline=None, derandomize=True, suppress_health_check=_HEALTH)
 
 
-FAST = examples(60)
+FAST = examples(150)
 
 MODELS = ("A100-SXM4-80GB", "H100-SXM5-80GB", "A30-24GB", "T4")
 PROFILES = ("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb",
@@ -188,19 +188,29 @@ def fits_somewhere(snap: Snapshot, d: Demand, name: str) -> bool:
     return next(device_options(snap, d, name), None) is not None
 
 
-def node_feasible(snap: Snapshot, members: Sequence[Demand], name: str) -> bool:
-    """Whether all members fit on one node together: depth-first over every valid placement."""
+def node_feasible(snap: Snapshot, members: Sequence[Demand], name: str,
+                  seen: dict[tuple, bool] | None = None) -> bool:
+    """Whether all members fit on one node together: depth-first over every valid placement
+    (remembering node states already explored, so symmetric choices are tried once)."""
     if not members:
         return True
+    seen = {} if seen is None else seen
+    i = snap.node_index(name)
+    key = (tuple(members), tuple(col[i].tobytes() for col in snap.state().values()))
+    if key in seen:
+        return seen[key]
     first, rest = members[0], members[1:]
+    found = False
     for p in device_options(snap, first, name):
         try:
             nxt = allocate(snap, p)
         except Conflict:
             continue
-        if node_feasible(nxt, rest, name):
-            return True
-    return False
+        if node_feasible(nxt, rest, name, seen):
+            found = True
+            break
+    seen[key] = found
+    return found
 
 
 def empty_like(snap: Snapshot) -> Snapshot:

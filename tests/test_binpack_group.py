@@ -69,7 +69,7 @@ def groups(draw: st.DrawFn) -> list[Demand]:
     return [kinds[i] for i in draw(st.lists(st.integers(0, len(kinds) - 1), min_size=1, max_size=4))]
 
 
-@examples(40)
+@examples(100)
 @given(data=st.data())
 def test_place_group_matches_brute_force(data: st.DataObject) -> None:
     snap = data.draw(states(data.draw(clusters(max_nodes=3, max_gpus=3))))

@@ -167,9 +167,23 @@ class AllocateRelease(RuleBasedStateMachine):
         assert self.model.matches(self.snap)
 
     @invariant()
+    def derived_columns_follow(self) -> None:
+        """free_milli and whole_bits, kept by allocate/release, equal their definition."""
+        cols = self.snap.state()
+        for i, node in enumerate(self.snap.static.nodes):
+            bits = 0
+            for g in node.gpus:
+                plain = g.healthy and g.mig_mode.value == 0
+                mem, comp = int(cols["mem_free"][i, g.index]), int(cols["compute_free"][i, g.index])
+                milli = min(comp, mem * FULL_MILLI // g.memory_mib) if plain else 0
+                assert int(cols["free_milli"][i, g.index]) == milli
+                bits |= (milli == FULL_MILLI) << g.index
+            assert int(cols["whole_bits"][i]) == bits
+
+    @invariant()
     def bookings_are_valid_together(self) -> None:
         assert validate(self.empty, self.booked) == []
 
 
-AllocateRelease.TestCase.settings = examples(40)
+AllocateRelease.TestCase.settings = examples(60)
 test_allocate_release = AllocateRelease.TestCase
