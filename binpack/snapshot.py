@@ -28,9 +28,9 @@ VERSIONED = ("mem_free", "compute_free", "mig_used", "me_used", "cpu_free", "hme
              "whole_bits")
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Static:
-    """What does not change between versions of one cluster."""
+    """What does not change between versions of one cluster (plus caches of what is derived from it)."""
 
     nodes: tuple[Node, ...]
     names: tuple[str, ...]

@@ -70,7 +70,8 @@ def best_set(
 
 
 def largest_clique(nvlink: np.ndarray, free: Sequence[int]) -> int:
-    """Size of the largest subset of `free` whose every pair has an NVLink (branch and bound on bit sets)."""
+    """Size of the largest subset of `free` whose every pair has an NVLink (branch and bound on bit sets).
+    fit reads the same answer from tables.cliques (one lookup per node); this is the reference."""
     free = sorted(free)
     if len(free) <= 1:
         return len(free)
