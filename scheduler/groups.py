@@ -22,14 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from binpack import Conflict, DemandKind, GroupResult, GroupStatus, Placement, place_group
+from binpack import Conflict, DemandKind, GroupResult, GroupStatus, Placement, Snapshot, place_group, set_foreign
 from scheduler.extender.verdicts import Engine, Pin
 from scheduler.podspec import PodRequest
 from scheduler.state.binder import Binder
@@ -47,7 +47,10 @@ class GroupSettings:
 
     plan_s: float = 1.0  # CP-SAT time limit for one group (greedy first, so a plan usually exists at once)
     round_s: float = 2.0  # all ready groups planned in one filter call; the rest wait for the next call
-    retry_s: float = 1.0  # a group that did not fit is planned again once the cluster changed and this passed
+    # a group that did not fit is planned again as soon as the cluster changed, unless that plan was costly
+    # (over `costly_s`, e.g. CP-SAT ran to its time limit): then not before `retry_s` has passed
+    retry_s: float = 1.0
+    costly_s: float = 0.05
     ttl_s: float | None = None  # reservation lifetime; None: the state's assume TTL (GPUPACK_ASSUME_TTL_S)
     workers: int = 1  # CP-SAT workers: 1 keeps the other verbs' core free and the plans repeatable
 
@@ -74,6 +77,7 @@ class Failure:
     generation: int
     at: float
     members: frozenset[str]
+    costly: bool  # the plan took long: do not plan again on every change of the cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class PodGroups:
         self._key_of: dict[str, GroupKey] = {}
         self._plans: dict[GroupKey, dict[str, Placement]] = {}  # reserved (or since bound) placement per member
         self._failures: dict[GroupKey, Failure] = {}
+        self._refused: dict[GroupKey, dict[str, float]] = {}  # nodes kube-scheduler refused for a plan -> when
         self._planning = threading.Lock()
         self.metrics = GroupMetrics(registry or CollectorRegistry(), self)
         state.pod_listeners.append(self._observe)
@@ -149,6 +154,7 @@ class PodGroups:
         if not group:  # the whole group is gone: nothing of it is worth keeping
             self._members.pop(key, None)
             self._failures.pop(key, None)
+            self._refused.pop(key, None)
             for u in self._plans.pop(key, {}):
                 self.state.unassume(u)
 
@@ -191,17 +197,19 @@ class PodGroups:
             elif not (m is not None and m.node) and not (b is not None and b.placement == p):
                 lost.append(uid)
         if lost:
-            for uid in live:
-                self.state.unassume(uid)
-            del self._plans[key]
-            self.metrics.events.labels("expired").inc()
-            log.info("pod group %s/%s: reservation of %d member(s) lost, %d released; planned again",
-                     key[0], key[1], len(lost), len(live))
+            self._release(key, live, f"reservation of {len(lost)} member(s) lost")
             return {}
         if not live:  # every planned member is bound: the plan is done
             del self._plans[key]
             self.metrics.events.labels("bound").inc()
         return live
+
+    def _release(self, key: GroupKey, live: dict[str, Placement], why: str) -> None:
+        for uid in live:
+            self.state.unassume(uid)
+        del self._plans[key]
+        self.metrics.events.labels("expired").inc()
+        log.info("pod group %s/%s: %s; %d reservation(s) released, planned again", key[0], key[1], why, len(live))
 
     def reserved(self) -> dict[GroupKey, dict[str, Placement]]:
         """Live reservations of every group (tests and the preempt hook read them)."""
@@ -209,10 +217,16 @@ class PodGroups:
             return {k: live for k in list(self._plans) if (live := self.check(k))}
 
     # -- the filter hook --------------------------------------------------------------------------------
-    def filter(self, req: PodRequest, view: StateView) -> str | Pin | None:
+    def filter(self, req: PodRequest, view: StateView, names: Sequence[str]) -> str | Pin | None:
         key = (req.namespace, req.group)
         with self.state.lock:
             self._learn(req)
+            mine = self.check(key).get(req.uid)
+            if mine is not None and mine.node not in names:
+                # kube-scheduler's own filters (CPU, affinity, taints) refused the planned node: plan the group
+                # again now, away from that node, instead of holding its devices until the reservation expires
+                self._refused.setdefault(key, {})[mine.node] = self.state.clock()
+                self._release(key, self.check(key), f"node {mine.node} refused by kube-scheduler's filters")
             answer, plan = self._verdict(key, req.uid, view.snapshot.generation)
         if not plan:
             return answer
@@ -241,7 +255,7 @@ class PodGroups:
         f = self._failures.get(key)
         if f is None or f.members != frozenset(m.uid for m in look.pending):
             return False
-        return f.generation == generation or self.state.clock() - f.at < self.settings.retry_s
+        return f.generation == generation or (f.costly and self.state.clock() - f.at < self.settings.retry_s)
 
     # -- planning ---------------------------------------------------------------------------------------
     def _round(self) -> None:
@@ -268,22 +282,37 @@ class PodGroups:
                 if not look.ready:
                     return res
                 view = self.state.view()
+                snap = self._avoiding(key, view.snapshot)
             t0 = time.perf_counter()
-            res = place_group(view.snapshot, [m.request.demand for m in look.pending], view.mix,
+            res = place_group(snap, [m.request.demand for m in look.pending], view.mix,
                               time_limit_s=limit_s, workers=self.settings.workers, seed=0)
-            self.metrics.planning.observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self.metrics.planning.observe(took)
             with self.state.lock:
                 if self.look(key).pending != look.pending:
                     return res  # members came or went while planning: the next filter plans again
                 if not res.placed:
                     self._failures[key] = Failure(_why(key[1], look.pending, res, limit_s),
                                                   view.snapshot.generation, self.state.clock(),
-                                                  frozenset(m.uid for m in look.pending))
+                                                  frozenset(m.uid for m in look.pending),
+                                                  took > self.settings.costly_s)
                     self.metrics.events.labels("unplaceable").inc()
                     return res
                 if self._reserve(key, look.pending, res.placements):
                     return res
         return res
+
+    def _avoiding(self, key: GroupKey, snap: Snapshot) -> Snapshot:
+        """The snapshot to plan on: nodes kube-scheduler refused for the group (within a TTL) look full of
+        foreign whole GPUs, so the plan goes elsewhere (for members asking whole GPUs or fresh GPUs)."""
+        refused = self._refused.get(key, {})
+        now = self.state.clock()
+        for node, at in list(refused.items()):
+            if now - at > self.ttl_s:
+                del refused[node]
+            elif node in snap.static.index:
+                snap = set_foreign(snap, node, len(snap.node(node).gpus))
+        return snap
 
     def _reserve(self, key: GroupKey, members: tuple[Member, ...], placements: tuple[Placement, ...]) -> bool:
         """Assume every member's placement or none (under the state lock)."""
@@ -328,8 +357,8 @@ class PodGroups:
     def counts(self) -> dict[str, int]:
         with self.state.lock:
             out = {"waiting": 0, "reserved": 0}
-            for key in self._members:
-                if self._plans.get(key):
+            for key in list(self._members):
+                if self.check(key):  # a plan whose members are all bound (or lost) is closed here too
                     out["reserved"] += 1
                 elif (lk := self.look(key)).exist < lk.need or lk.held < lk.need:
                     out["waiting"] += 1
@@ -348,6 +377,7 @@ class GroupMetrics:
     """gpupack_pod_groups_total{event}, gpupack_pod_group_planning_seconds, gpupack_pod_groups{state}."""
 
     def __init__(self, registry: CollectorRegistry, groups: PodGroups) -> None:
+        registry.register(_Gauges(groups))  # first: a scrape closes finished plans before the counters are read
         self.events = Counter("gpupack_pod_groups_total",
                               "Pod group plans: planned (reserved whole), unplaceable, bound (every planned member "
                               "bound), expired (a reservation lost before its member was bound)",
@@ -356,7 +386,6 @@ class GroupMetrics:
             self.events.labels(e)
         self.planning = Histogram("gpupack_pod_group_planning_seconds", "Time to plan one pod group",
                                   buckets=_PLAN_BUCKETS, registry=registry)
-        registry.register(_Gauges(groups))
 
 
 class _Gauges(Collector):

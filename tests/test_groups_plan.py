@@ -213,28 +213,42 @@ def test_a_member_binds_only_on_its_reserved_node() -> None:
     assert sim.bound(pods[0]) == "" and len(sim.groups.reserved()[("default", "job")]) == 2
 
 
-def test_a_refused_node_expires_and_the_group_is_planned_again() -> None:
+def test_a_refused_node_is_planned_around_at_once() -> None:
     sim = Sim(nodes(3))
     a, b = [member("job", i, 2, 8) for i in range(2)]
     sim.create([a, b])
     assert sim.schedule(a)
     b_node = sim.groups.reserved()[("default", "job")][b["metadata"]["uid"]].node
-    # kube-scheduler's own filters refuse b's planned node (e.g. its CPU): b never comes to bind there
+    # kube-scheduler's own filters refuse b's planned node (e.g. its CPU): it is not in the list gpupack gets
     others = [n for n in sim.names if n != b_node]
     out = sim.filter(b, others)
-    assert out.passed == [] and set(out.failed.values()) == {
-        f"gpupack: pod group job: this member's devices are reserved on {b_node}"}
+    assert out.passed_names and out.passed_names[0] in others  # planned again, away from the refused node
+    assert sim.groups.reserved()[("default", "job")][b["metadata"]["uid"]].node == out.passed_names[0]
+    assert sim.metric("gpupack_pod_groups_total", event="expired") == 1
+    assert sim.metric("gpupack_pod_groups_total", event="planned") == 2
+    assert sim.bind(b, out.passed_names[0]) == ""
+    assert sim.bound(a) and sim.bound(b) and sim.state.ledger.snapshot().node(b_node)
+
+
+def test_a_member_that_never_comes_back_expires_and_is_planned_again() -> None:
+    sim = Sim(nodes(2))
+    a, b = [member("job", i, 2, 8) for i in range(2)]
+    sim.create([a, b])
+    assert sim.schedule(a)
+    b_node = sim.groups.reserved()[("default", "job")][b["metadata"]["uid"]].node
+    intruder = plain("intruder", 8)
+    sim.create([intruder])
+    assert sim.filter(intruder).passed == []  # b's devices are reserved
     sim.now += TTL - 1
     assert sim.groups.reserved()  # not yet
     sim.now += 2
     sim.state.view()  # the reservation's deadline passed: its devices are free again
-    assert sim.state.assumed() == {}
-    out = sim.filter(b, others)  # the group (its pending part) is planned again, elsewhere
-    assert out.passed_names and out.passed_names[0] in others
+    assert sim.state.assumed() == {} and sim.groups.reserved() == {}
+    assert sim.filter(intruder).passed_names == [b_node]
     assert sim.metric("gpupack_pod_groups_total", event="expired") == 1
+    assert sim.filter(b).passed_names == [b_node]  # b comes back: its pending part is planned again
     assert sim.metric("gpupack_pod_groups_total", event="planned") == 2
-    assert sim.bind(b, out.passed_names[0]) == ""
-    assert sim.bound(a) and sim.bound(b)
+    assert sim.bind(b, b_node) == "" and sim.bound(a) and sim.bound(b)
 
 
 def test_expiry_with_no_member_bound_releases_and_replans_the_whole_group() -> None:

@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc())
     engine = Engine()
-    PodGroups(state, metrics.registry).install(engine, binder)  # pod groups: all or nothing (scheduler/groups.py)
+    groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
+    groups.install(engine, binder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,5 +69,6 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     app.include_router(build_router(deps, settings.url_prefix))
     app.state.gpupack = deps
     app.state.watcher = watcher
+    app.state.groups = groups
     app.state.api = api
     return app

@@ -41,8 +41,9 @@ class Pin:
 
 
 # A hook may hold a pod back before any node is looked at (a reason: a pod group not complete yet) or
-# pin it to one node. Hooks are consulted for pods of a pod group only, so other pods keep the answer cache.
-FilterHook = Callable[[PodRequest, StateView], str | Pin | None]
+# pin it to one node; it sees the request's node names. Hooks are consulted for pods of a pod group only,
+# so other pods keep the answer cache.
+FilterHook = Callable[[PodRequest, StateView, Sequence[str]], str | Pin | None]
 # A hook may answer preempt for a pod instead of the per-node check (None: not its business).
 PreemptHook = Callable[[PodRequest, StateView, dict[str, tuple[list[wire.Victim], int]]],
                        dict[str, tuple[list[str], int]] | None]
@@ -217,7 +218,7 @@ class Engine:
         if not req.managed:
             return FilterOutcome(list(range(len(names))), list(names))
         for hook in self.hooks if req.group else ():
-            held = hook(req, view)
+            held = hook(req, view, names)
             if isinstance(held, Pin):
                 return _pinned(names, held)
             if held:
