@@ -228,6 +228,6 @@ def _realise(snapshot: Snapshot, problem: GroupProblem, assign: np.ndarray, kind
         at = 0
         for t in range(len(counts)):
             for _ in range(int(counts[t])):
-                plan[waiting[t].pop()] = got[at]
+                plan[waiting[t].pop(0)] = got[at]
                 at += 1
     return [p for p in plan if p is not None], failed
