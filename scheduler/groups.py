@@ -22,15 +22,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
 from binpack import Conflict, DemandKind, GroupResult, GroupStatus, Placement, Snapshot, place_group, set_foreign
 from scheduler.extender.verdicts import Engine, Pin
+from scheduler.groups_metrics import GroupMetrics
 from scheduler.podspec import PodRequest
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import TERMINAL, ClusterState, PodEntry, StateView
@@ -38,7 +37,6 @@ from scheduler.state.kubeapi import Obj
 
 log = logging.getLogger("gpupack.groups")
 GroupKey = tuple[str, str]  # (namespace, group name): groups are namespaced, like the pods in them
-_PLAN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class PodGroups:
         self._failures: dict[GroupKey, Failure] = {}
         self._refused: dict[GroupKey, dict[str, float]] = {}  # nodes kube-scheduler refused for a plan -> when
         self._planning = threading.Lock()
-        self.metrics = GroupMetrics(registry or CollectorRegistry(), self)
+        self.metrics = GroupMetrics(registry or CollectorRegistry(), self.counts)
         state.pod_listeners.append(self._observe)
 
     def install(self, engine: Engine, binder: Binder) -> None:
@@ -371,30 +369,3 @@ def _why(name: str, pending: tuple[Member, ...], res: GroupResult, limit_s: floa
     if res.status is GroupStatus.TIMED_OUT:
         return f"pod group {name}: no placement for {what} found within {limit_s:.1f} s; nothing is reserved"
     return f"pod group {name}: {what} do not fit in the cluster together; nothing is reserved"
-
-
-class GroupMetrics:
-    """gpupack_pod_groups_total{event}, gpupack_pod_group_planning_seconds, gpupack_pod_groups{state}."""
-
-    def __init__(self, registry: CollectorRegistry, groups: PodGroups) -> None:
-        registry.register(_Gauges(groups))  # first: a scrape closes finished plans before the counters are read
-        self.events = Counter("gpupack_pod_groups_total",
-                              "Pod group plans: planned (reserved whole), unplaceable, bound (every planned member "
-                              "bound), expired (a reservation lost before its member was bound)",
-                              ["event"], registry=registry)
-        for e in ("planned", "unplaceable", "bound", "expired"):
-            self.events.labels(e)
-        self.planning = Histogram("gpupack_pod_group_planning_seconds", "Time to plan one pod group",
-                                  buckets=_PLAN_BUCKETS, registry=registry)
-
-
-class _Gauges(Collector):
-    def __init__(self, groups: PodGroups) -> None:
-        self.groups = groups
-
-    def collect(self) -> Iterator[Metric]:
-        g = GaugeMetricFamily("gpupack_pod_groups", "Pod groups by state: waiting (short of members or of "
-                              "room), reserved (planned, members binding)", labels=["state"])
-        for k, v in self.groups.counts().items():
-            g.add_metric([k], float(v))
-        yield g
