@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.cluster import State, task_of
 from benchmarks.frag import FragModel, FragTracker
-from benchmarks.policies import POLICIES, Context
+from benchmarks.policies import ABLATIONS, POLICIES, Context
 from benchmarks.trace import NodeTable, PodTable
 from benchmarks.workload import STOP, Arrivals, draw, target_mix
 
@@ -75,7 +75,7 @@ def simulate(policy: str, nodes: NodeTable, pods: PodTable, arrivals: Arrivals,
     """Schedule the arrivals in order with the named policy; book each choice; record the curves."""
     state = State(nodes, arrivals.node_order)
     tracker = FragTracker(FragModel(target_mix(pods), nodes.models), state)
-    chooser = POLICIES[policy](Context(state, tracker, nodes, pods, arrivals.seed))
+    chooser = {**POLICIES, **ABLATIONS}[policy](Context(state, tracker, nodes, pods, arrivals.seed))
     n = len(arrivals.pods)
     arrived = np.cumsum(pods.gpu_milli[arrivals.pods]) * (100.0 / state.capacity)
     alloc = np.zeros(n)

@@ -2,7 +2,9 @@
 
 A Mix is an immutable set of task classes with probabilities; MixLearner builds one from observed
 demands with exponential decay (recent pods weigh more) and an optional prior (e.g. another
-cluster's mix) that fades as real observations accumulate.
+cluster's mix) that fades as real observations accumulate. As FGD's "typical pods": classes are
+keyed by GPU shape, CPU and models (not host memory), the most frequent ones up to `coverage` of
+all tasks are kept, and tasks asking for no GPU count too (all free GPU is lost to them).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ class TaskClass:
     @classmethod
     def of(cls, d: Demand) -> TaskClass | None:
         if d.kind is DemandKind.WHOLE:
-            return cls(d.count, FULL_MILLI, d.cpu_milli, d.host_memory_mib, d.models)
+            return cls(d.count, FULL_MILLI, d.cpu_milli, 0, d.models)
         if d.kind is DemandKind.SHARE:
-            return cls(1, max(d.compute_milli, 1), d.cpu_milli, d.host_memory_mib, d.models)
+            return cls(1, max(d.compute_milli, 1), d.cpu_milli, 0, d.models)
         return None
 
 
@@ -40,18 +42,21 @@ class Mix:
     """Task classes and their probabilities, as arrays for vectorised fragmentation."""
 
     classes: tuple[TaskClass, ...]
-    prob: np.ndarray  # (T,) float64, sums to 1
+    prob: np.ndarray  # (T,) float64, sums to 1 - cpu_only
     version: int = 0
+    cpu_only: float = 0.0  # probability of a task asking for no GPU
 
     @classmethod
-    def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0) -> Mix:
+    def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0) -> Mix:
+        """Probabilities from weights; `cpu_only` is the weight of tasks asking for no GPU."""
         items = [(c, w) for c, w in weighted if w > 0]
-        total = sum(w for _, w in items)
+        w0 = max(cpu_only, 0.0)
+        total = sum(w for _, w in items) + w0
         if not items or total <= 0:
             return EMPTY_MIX
         prob = np.asarray([w / total for _, w in items], np.float64)
         prob.flags.writeable = False
-        return cls(tuple(c for c, _ in items), prob, version)
+        return cls(tuple(c for c, _ in items), prob, version, w0 / total)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -67,41 +72,65 @@ class Mix:
 EMPTY_MIX = Mix((), np.zeros(0), 0)
 
 
+_CPU_ONLY = TaskClass(0, 0)  # the key under which tasks asking for no GPU are counted
+
+
 class MixLearner:
     """Learns the mix online: each observation decays the old weights by `decay`.
 
-    `max_classes` keeps the heaviest classes only, so scoring stays O(classes x GPUs)."""
+    The Mix is rebuilt when a new class appears or every `refresh_every` observations, so scoring
+    reuses its per-mix tables between pods. `max_classes` and `coverage` keep the frequent classes
+    only, so scoring stays O(classes x GPUs)."""
 
     def __init__(self, decay: float = 0.9995, prior: Mix | None = None, prior_weight: float = 200.0,
-                 max_classes: int = 24) -> None:
+                 max_classes: int = 24, coverage: float = 0.95, refresh_every: int = 64) -> None:
         if not 0 < decay <= 1:
             raise ValueError(f"decay: must be in (0, 1], got {decay}")
         if max_classes < 1:
             raise ValueError(f"max_classes: must be >= 1, got {max_classes}")
+        if not 0 < coverage <= 1:
+            raise ValueError(f"coverage: must be in (0, 1], got {coverage}")
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every: must be >= 1, got {refresh_every}")
         self.decay = decay
         self.max_classes = max_classes
+        self.coverage = coverage
+        self.refresh_every = refresh_every
         self._w: dict[TaskClass, float] = {}
         self._scale = 1.0  # weights are stored divided by the running decay factor
         self._version = 0
+        self._since = 0
         self._cached: Mix | None = None
         if prior is not None:
             for c, p in zip(prior.classes, prior.prob, strict=True):
                 self._w[c] = float(p) * prior_weight
+            if prior.cpu_only:
+                self._w[_CPU_ONLY] = prior.cpu_only * prior_weight
 
     def observe(self, demand: Demand, weight: float = 1.0) -> None:
-        cls = TaskClass.of(demand)
-        if cls is None:
-            return
+        cls = TaskClass.of(demand) or _CPU_ONLY
         self._scale /= self.decay
         if self._scale > 1e100:  # renormalise before floats overflow
             self._w = {c: w / self._scale for c, w in self._w.items()}
             self._scale = 1.0
+        new = cls not in self._w
         self._w[cls] = self._w.get(cls, 0.0) + weight * self._scale
         self._version += 1
-        self._cached = None
+        self._since += 1
+        if new or self._since >= self.refresh_every:
+            self._cached = None
 
     def mix(self) -> Mix:
         if self._cached is None:
-            top = sorted(self._w.items(), key=lambda kv: -kv[1])[: self.max_classes]
-            self._cached = Mix.of(top, self._version)
+            w0 = self._w.get(_CPU_ONLY, 0.0)
+            gpu = sorted(((c, w) for c, w in self._w.items() if c != _CPU_ONLY), key=lambda kv: -kv[1])
+            total, acc = sum(w for _, w in gpu) + w0, w0
+            kept: list[tuple[TaskClass, float]] = []
+            for c, w in gpu[: self.max_classes]:  # the most frequent, up to `coverage` of all tasks
+                if kept and acc >= self.coverage * total:
+                    break
+                kept.append((c, w))
+                acc += w
+            self._cached = Mix.of(kept, self._version, cpu_only=w0)
+            self._since = 0
         return self._cached

@@ -5,6 +5,13 @@ workload mix's tasks could not use there, weighted by how often each task arrive
 scored by how much it increases that. Multi-GPU demands add topology quality (the best link set
 left on the node relative to the board's best); MIG demands pack partly used GPUs first.
 Returned as floats (higher is better) and as integers 0..10 for kube-scheduler.
+
+The policy (ScorePolicy, ablations in `gpupack bench packing`): fragmentation growth is bucketed
+coarsely (FGD's sigmoid integer score, with a wider scale) so that near-equal placements tie; ties
+go to the earliest node in the snapshot's order (optionally first to a node already in use). That consolidation
+is what makes FGD strong; exact float growth alone packs worse (see README, packing quality).
+The integer answer keeps the best node alone at 10, so kube-scheduler (which breaks ties at random)
+picks exactly the node the float score prefers.
 """
 
 from __future__ import annotations
@@ -24,6 +31,24 @@ from binpack.topology import best_set, set_score
 from binpack.types import Demand, DemandKind, Topology
 
 MAX_SCORE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePolicy:
+    """How growth of fragmentation becomes a node score.
+
+    bucket_milli: the sigmoid scale of FGD's integer score (FGD uses 1000); 0 scores the exact float
+    growth. prefer_used: among equal buckets, a node already hosting work before an empty one."""
+
+    bucket_milli: float = 2000.0
+    prefer_used: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bucket_milli < 0:
+            raise ValueError(f"bucket_milli: must be >= 0, got {self.bucket_milli}")
+
+
+DEFAULT_POLICY = ScorePolicy()
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,15 +157,15 @@ def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.nda
     return _lost(_stats(v, rows, x.T.astype(np.int16, order="C"), mix), cpu, hmem, mix)
 
 
-def score(fitted: FitResult, mix: Mix, view: View | None = None) -> Scores:
+def score(fitted: FitResult, mix: Mix, view: View | None = None, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
     """Scores for the nodes `fitted` says fit, against the workload mix."""
     if view is None:
         with fitted.snapshot.read() as v:
-            return _score(fitted, mix, v)
-    return _score(fitted, mix, view)
+            return _score(fitted, mix, v, policy)
+    return _score(fitted, mix, view, policy)
 
 
-def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
+def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
     d = fitted.demand
     n = len(fitted.fits)
     value = np.full(n, -np.inf)
@@ -184,13 +209,27 @@ def _score(fitted: FitResult, mix: Mix, v: View) -> Scores:
         before = _stats(v, rows, xi, mix)
         after = _moved(before, mix, old, new, gone, allowed)
         growth = _lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix) - _lost(before, cpu, hmem, mix)
-        # FGD: smaller growth of fragmentation is better; scaled per whole GPU
-        value[rows] = -growth / FULL_MILLI
+        growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
+        value[rows] = _bucket(growth, policy)
     else:
         value[rows] = 0.0
-    if d.kind is DemandKind.WHOLE and d.count > 1:
-        value[rows] += _topology_bonus(v, d, rows, bits)
+    multi = d.kind is DemandKind.WHOLE and d.count > 1
+    if policy.prefer_used and not multi:  # multi-GPU jobs weigh link quality instead
+        cap = fast.take(v.s.plain, rows).sum(axis=1, dtype=np.int64) * FULL_MILLI  # non-MIG GPUs
+        value[rows] += 0.25 * (xi.sum(axis=0, dtype=np.int64) < cap)
+    if multi:  # link quality of the best free set relative to the board's best (0..1)
+        value[rows] += 2.0 * _topology_bonus(v, d, rows, bits)
+    # equal scores go to the earliest node of the snapshot, in the float as in the integer answer
+    value[rows] -= rows * (1e-6 / max(len(fitted.fits), 1))
     return Scores(value, _to_int(value, rows), choice)
+
+
+def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:
+    """FGD's integer score of a growth of fragmentation (milli), or the exact float (scaled per GPU)."""
+    if policy.bucket_milli == 0:
+        return -growth / FULL_MILLI
+    z = np.clip(growth / policy.bucket_milli, -50.0, 50.0)
+    return np.floor(100.0 / (1.0 + np.exp(z)))
 
 
 _RANKS: weakref.WeakKeyDictionary[Mix, dict[tuple[int, int], np.ndarray]] = weakref.WeakKeyDictionary()
@@ -260,11 +299,15 @@ def _topology_bonus(v: View, d: Demand, rows: np.ndarray, bits: np.ndarray) -> n
 
 
 def _to_int(value: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """0..10 with the best node alone at 10 (kube-scheduler picks at random among equal totals),
+    the others scaled into 0..9 by their float score."""
     out = np.zeros(len(value), np.int64)
     vals = value[rows]
+    top = int(np.argmax(vals))
     lo, hi = vals.min(), vals.max()
-    if hi - lo < 1e-12:
-        out[rows] = MAX_SCORE
+    if hi - lo > 1e-12:
+        out[rows] = np.floor((vals - lo) / (hi - lo) * (MAX_SCORE - 1)).astype(np.int64)
     else:
-        out[rows] = np.rint((vals - lo) / (hi - lo) * MAX_SCORE).astype(np.int64)
+        out[rows] = MAX_SCORE - 1
+    out[rows[top]] = MAX_SCORE
     return out

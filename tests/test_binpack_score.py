@@ -14,7 +14,7 @@ from test_binpack_gen import FAST, clusters, demands, mixes, states
 
 from binpack import Demand, DemandKind, Gpu, Mix, MixLearner, Node, Snapshot, TaskClass, fit, score
 from binpack.catalog import FULL_MILLI
-from binpack.score import MAX_SCORE, frag
+from binpack.score import MAX_SCORE, ScorePolicy, frag
 
 
 def plain_frag(nodes: list[Node], x: list[list[int]], cpu: list[int], hmem: list[int], mix: Mix) -> list[float]:
@@ -65,12 +65,17 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     d: Demand = data.draw(demands())
     mix = data.draw(mixes())
     verdict = fit(snap, d)
-    sc = score(verdict, mix)
+    exact = ScorePolicy(bucket_milli=0, prefer_used=False)  # the float growth itself, no buckets
+    sc = score(verdict, mix, policy=exact)
     rows = np.flatnonzero(verdict.fits)
     assert (sc.value[~verdict.fits] == -np.inf).all() and (sc.integer[~verdict.fits] == 0).all()
+    prod = score(verdict, mix)  # the production policy (buckets, consolidation) on the same verdict
     if not len(rows) or d.kind not in (DemandKind.WHOLE, DemandKind.SHARE):
         return
     assert sc.integer.min() >= 0 and sc.integer[rows].max() == MAX_SCORE
+    # one node alone at 10, in both policies, so kube-scheduler's random tie-break cannot move the pod
+    assert (sc.integer[rows] == MAX_SCORE).sum() == 1 and (prod.integer[rows] == MAX_SCORE).sum() == 1
+    assert int(np.argmax(prod.value)) == int(np.argmax(prod.integer))
     x, cpu, hmem = _columns(snap, rows)
     nodes = [snap.static.nodes[i] for i in rows]
     after = [list(r) for r in x]
@@ -91,12 +96,15 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
         after[r][g] = max(after[r][g] - d.compute_milli, 0)
     before = plain_frag(nodes, x, cpu, hmem, mix)
     later = plain_frag(nodes, after, [c - d.cpu_milli for c in cpu], [h - d.host_memory_mib for h in hmem], mix)
-    expect = -(np.asarray(later) - np.asarray(before)) / FULL_MILLI
+    freed = np.asarray([sum(x[r]) - sum(after[r]) for r in range(len(rows))], np.float64)
+    growth = np.asarray(later) - np.asarray(before) - mix.cpu_only * freed  # CPU-only tasks lose the freed milli
+    expect = -growth / FULL_MILLI
     bonus = sc.value[rows] - expect
+    order = 1e-6  # equal scores go to the earliest node: at most this much is taken off
     if d.kind is DemandKind.WHOLE and d.count > 1:
-        assert ((bonus > -1e-9) & (bonus < 0.5 + 1e-9)).all()  # the topology bonus, tested in topology tests
+        assert ((bonus > -order - 1e-9) & (bonus < 1.0 + 1e-9)).all()  # the topology term, tested elsewhere
     else:
-        assert bonus == pytest.approx(np.zeros(len(rows)), abs=1e-9)
+        assert bonus == pytest.approx(np.zeros(len(rows)), abs=order + 1e-9)
 
 
 def test_packing_prefers_the_node_that_stays_usable() -> None:

@@ -8,7 +8,7 @@ from benchmarks.policies.dot_product import DotProduct
 from benchmarks.policies.fgd import Fgd
 from benchmarks.policies.gpu_clustering import GpuClustering
 from benchmarks.policies.gpu_packing import GpuPacking
-from benchmarks.policies.gpupack import Gpupack
+from benchmarks.policies.gpupack import Gpupack, GpupackExact, GpupackFgdBuckets, GpupackPreferUsed
 from benchmarks.policies.random_fit import RandomFit
 
 POLICIES: dict[str, Factory] = {
@@ -20,15 +20,22 @@ POLICIES: dict[str, Factory] = {
     "fgd": Fgd,
     "gpupack": Gpupack,
 }
+# ablations of gpupack's policy: not in the default run, asked for by name (--policies)
+ABLATIONS: dict[str, Factory] = {
+    "gpupack-exact": GpupackExact,
+    "gpupack-fgd-buckets": GpupackFgdBuckets,
+    "gpupack-prefer-used": GpupackPreferUsed,
+}
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b'), refusing unknown names with the list of known ones."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in POLICIES]
+    known = {**POLICIES, **ABLATIONS}
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise ValueError(f"unknown policy {', '.join(unknown) or '(none given)'}; known: {', '.join(POLICIES)}")
+        raise ValueError(f"unknown policy {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
     return names
 
 
-__all__ = ["POLICIES", "Context", "Factory", "Policy", "parse_policies"]
+__all__ = ["ABLATIONS", "POLICIES", "Context", "Factory", "Policy", "parse_policies"]

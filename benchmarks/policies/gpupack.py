@@ -15,6 +15,7 @@ from benchmarks.cluster import Choice, Task
 from benchmarks.policies.base import Context
 from benchmarks.trace import FULL, NodeTable
 from binpack import Demand, MixLearner, Snapshot, allocate, fit, lookup, place, score
+from binpack.score import DEFAULT_POLICY, ScorePolicy
 from binpack.types import Gpu, Node
 
 UNKNOWN_MEMORY_MIB = 16384
@@ -41,7 +42,10 @@ def demand_of(t: Task) -> Demand:
 
 
 class Gpupack:
+    """The production policy (binpack's DEFAULT_POLICY); subclasses are the ablation rows."""
+
     name = "gpupack"
+    policy = DEFAULT_POLICY
 
     def __init__(self, ctx: Context) -> None:
         self.snap = Snapshot.build(binpack_nodes(ctx.nodes, ctx.state.order))
@@ -57,10 +61,31 @@ class Gpupack:
         if not verdict.fits.any():
             return None
         mix = self.learner.mix()
-        scores = score(verdict, mix)
+        scores = score(verdict, mix, policy=self.policy)
         best = int(np.argmax(scores.value))
         p = place(self.snap, d, self.snap.names[best], mix)
         if p is None:
             return None
         self.snap = allocate(self.snap, p)
         return Choice(best, tuple(p.gpus))
+
+
+class GpupackFgdBuckets(Gpupack):
+    """Ablation: FGD's own bucket width (sigmoid scale 1000 milli), no preference for used nodes."""
+
+    name = "gpupack-fgd-buckets"
+    policy = ScorePolicy(bucket_milli=1000.0, prefer_used=False)
+
+
+class GpupackPreferUsed(Gpupack):
+    """Ablation (an idea not kept): among equal buckets, a node already in use before an empty one."""
+
+    name = "gpupack-prefer-used"
+    policy = ScorePolicy(bucket_milli=2000.0, prefer_used=True)
+
+
+class GpupackExact(Gpupack):
+    """Ablation: the exact float growth of fragmentation, no buckets, no consolidation term."""
+
+    name = "gpupack-exact"
+    policy = ScorePolicy(bucket_milli=0.0, prefer_used=False)
