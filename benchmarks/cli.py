@@ -93,5 +93,6 @@ def register(app: typer.Typer) -> None:
     from benchmarks.synthetic_cli import register as register_synthetic
 
     register_synthetic(bench)
-    _register_optional("benchmarks.latency")
+    for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency"):
+        _register_optional(module)
     app.add_typer(bench, name="bench")

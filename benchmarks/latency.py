@@ -268,10 +268,7 @@ def _solver_only(n_nodes: int) -> Any:
     fn = getattr(mod, "run_solver_latency", None)
     if fn is None:
         return None
-    try:
-        return fn(n_nodes=n_nodes)
-    except TypeError:
-        return fn()
+    return fn(nodes=n_nodes)
 
 
 def _report(r: dict[str, Any]) -> str:
