@@ -298,6 +298,12 @@ def _topology_bonus(v: View, d: Demand, rows: np.ndarray, bits: np.ndarray) -> n
     return 0.5 * per_board(s, ("set quality", d.count, need), rows, bits, quality)
 
 
+def integer_scores(value: np.ndarray) -> np.ndarray:
+    """0..10 for float scores (-inf where the demand does not fit, which gets 0): the best alone at 10."""
+    rows = np.flatnonzero(np.isfinite(value))
+    return _to_int(value, rows) if len(rows) else np.zeros(len(value), np.int64)
+
+
 def _to_int(value: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """0..10 with the best node alone at 10 (kube-scheduler picks at random among equal totals),
     the others scaled into 0..9 by their float score."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from binpack import Demand, FitResult, Reason, fit, score
-from binpack.score import MAX_SCORE
+from binpack.score import MAX_SCORE, integer_scores
 from scheduler.extender import wire
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
@@ -278,12 +278,9 @@ class Engine:
         known = rows >= 0
         vals = np.full(len(names), -np.inf)
         vals[known] = self.values(view, req.demand)[rows[known]]
-        good = np.isfinite(vals)
-        out = np.zeros(len(names), np.int64)
-        if good.any():
-            lo, hi = vals[good].min(), vals[good].max()
-            out[good] = MAX_SCORE if hi - lo < 1e-12 else np.rint((vals[good] - lo) / (hi - lo) * MAX_SCORE)
-        return out
+        # the best node alone at 10: kube-scheduler breaks equal totals at random, which would undo
+        # the consolidation the float scores encode
+        return integer_scores(vals)
 
 
 def _pinned(names: Sequence[str], pin: Pin) -> FilterOutcome:
