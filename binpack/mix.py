@@ -3,14 +3,17 @@
 A Mix is an immutable set of task classes with probabilities; MixLearner builds one from observed
 demands with exponential decay (recent pods weigh more) and an optional prior (e.g. another
 cluster's mix) that fades as real observations accumulate. As FGD's "typical pods": classes are
-keyed by GPU shape, CPU and models (not host memory), the most frequent ones up to `coverage` of
-all tasks are kept, and tasks asking for no GPU count too (all free GPU is lost to them).
+keyed by GPU shape, CPU and models (not host memory; a class carries its pods' mean host memory),
+the most frequent ones up to `coverage` of all tasks are kept, and tasks asking for no GPU count too
+(all free GPU is lost to them). Beside the classes, a Mix keeps the share of GPU volume asked for by
+each restricted set of models, over every pod seen: rare restricted classes fall out of the classes
+but their claim on a scarce model must not (score.py's contention term).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,10 +48,15 @@ class Mix:
     prob: np.ndarray  # (T,) float64, sums to 1 - cpu_only
     version: int = 0
     cpu_only: float = 0.0  # probability of a task asking for no GPU
+    # (models, share of all GPU volume asked for) per restricted set of models; shares sum to <= 1
+    restricted: tuple[tuple[frozenset[str], float], ...] = ()
 
     @classmethod
-    def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0) -> Mix:
-        """Probabilities from weights; `cpu_only` is the weight of tasks asking for no GPU."""
+    def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0,
+           volume: Iterable[tuple[frozenset[str], float]] | None = None) -> Mix:
+        """Probabilities from weights; `cpu_only` is the weight of tasks asking for no GPU; `volume`
+        the GPU volume (milli) asked for per set of models (frozenset() = any), by default the
+        classes' own."""
         items = [(c, w) for c, w in weighted if w > 0]
         w0 = max(cpu_only, 0.0)
         total = sum(w for _, w in items) + w0
@@ -56,7 +64,15 @@ class Mix:
             return EMPTY_MIX
         prob = np.asarray([w / total for _, w in items], np.float64)
         prob.flags.writeable = False
-        return cls(tuple(c for c, _ in items), prob, version, w0 / total)
+        if volume is None:
+            volume = [(c.models, w * c.count * c.milli) for c, w in items]
+        per: dict[frozenset[str], float] = {}
+        for models, v in volume:
+            per[models] = per.get(models, 0.0) + max(v, 0.0)
+        whole = sum(per.values())
+        restricted = tuple(sorted(((m, v / whole) for m, v in per.items() if m and v > 0),
+                                  key=lambda mv: sorted(mv[0]))) if whole > 0 else ()
+        return cls(tuple(c for c, _ in items), prob, version, w0 / total, restricted)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -97,24 +113,39 @@ class MixLearner:
         self.coverage = coverage
         self.refresh_every = refresh_every
         self._w: dict[TaskClass, float] = {}
+        self._mem: dict[TaskClass, float] = {}  # weighted host memory, for each class's mean
+        self._vol: dict[frozenset[str], float] = {}  # weighted GPU milli per set of models
         self._scale = 1.0  # weights are stored divided by the running decay factor
         self._version = 0
         self._since = 0
         self._cached: Mix | None = None
         if prior is not None:
             for c, p in zip(prior.classes, prior.prob, strict=True):
-                self._w[c] = float(p) * prior_weight
+                self._add(replace(c, host_memory_mib=0), float(p) * prior_weight, c.host_memory_mib)
             if prior.cpu_only:
                 self._w[_CPU_ONLY] = prior.cpu_only * prior_weight
+            if prior.restricted:  # the prior's volume split, restricted sets as the prior saw them
+                vol = sum(float(p) * c.count * c.milli for c, p in zip(prior.classes, prior.prob, strict=True))
+                self._vol = {m: share * vol * prior_weight for m, share in prior.restricted}
+                self._vol[frozenset()] = max(vol * prior_weight - sum(self._vol.values()), 0.0)
+
+    def _add(self, cls: TaskClass, w: float, host_memory_mib: int) -> None:
+        self._w[cls] = self._w.get(cls, 0.0) + w
+        self._mem[cls] = self._mem.get(cls, 0.0) + w * host_memory_mib
+        if cls.count:
+            self._vol[cls.models] = self._vol.get(cls.models, 0.0) + w * cls.count * cls.milli
 
     def observe(self, demand: Demand, weight: float = 1.0) -> None:
         cls = TaskClass.of(demand) or _CPU_ONLY
         self._scale /= self.decay
         if self._scale > 1e100:  # renormalise before floats overflow
-            self._w = {c: w / self._scale for c, w in self._w.items()}
+            s = self._scale
+            self._w = {c: w / s for c, w in self._w.items()}
+            self._mem = {c: w / s for c, w in self._mem.items()}
+            self._vol = {m: w / s for m, w in self._vol.items()}
             self._scale = 1.0
         new = cls not in self._w
-        self._w[cls] = self._w.get(cls, 0.0) + weight * self._scale
+        self._add(cls, weight * self._scale, demand.host_memory_mib)
         self._version += 1
         self._since += 1
         if new or self._since >= self.refresh_every:
@@ -129,8 +160,8 @@ class MixLearner:
             for c, w in gpu[: self.max_classes]:  # the most frequent, up to `coverage` of all tasks
                 if kept and acc >= self.coverage * total:
                     break
-                kept.append((c, w))
+                kept.append((replace(c, host_memory_mib=round(self._mem.get(c, 0.0) / w)), w))
                 acc += w
-            self._cached = Mix.of(kept, self._version, cpu_only=w0)
+            self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items())
             self._since = 0
         return self._cached

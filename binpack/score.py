@@ -6,6 +6,15 @@ scored by how much it increases that. Multi-GPU demands add topology quality (th
 left on the node relative to the board's best); MIG demands pack partly used GPUs first.
 Returned as floats (higher is better) and as integers 0..10 for kube-scheduler.
 
+Two terms beyond FGD, both in milli of GPU and added to the growth (README, packing quality):
+- balance: GPU milli a node can no longer feed with CPU or host memory, at the mix's CPU (memory)
+  per GPU milli. FGD only asks whether one task still fits, so it lets CPU-heavy pods drain a
+  GPU-dense node's CPU and strand its GPUs; this keeps each node's CPU in step with its GPUs.
+- contention: GPU milli taken from a model that restricted pods (gpu-model selectors) need, weighted
+  by that model's share of restricted demand over its share of the free capacity, so pods that may
+  run anywhere leave scarce models to the pods that may not.
+Pods asking for no GPU are scored too: their CPU and memory strand GPUs like anyone's.
+
 The policy (ScorePolicy, ablations in `gpupack bench packing`): fragmentation growth is bucketed
 coarsely (FGD's sigmoid integer score, with a wider scale) so that near-equal placements tie; ties
 go to the earliest node in the snapshot's order (optionally first to a node already in use). That consolidation
@@ -38,14 +47,18 @@ class ScorePolicy:
     """How growth of fragmentation becomes a node score.
 
     bucket_milli: the sigmoid scale of FGD's integer score (FGD uses 1000); 0 scores the exact float
-    growth. prefer_used: among equal buckets, a node already hosting work before an empty one."""
+    growth. prefer_used: among equal buckets, a node already hosting work before an empty one.
+    balance, contention: weights of the two terms beyond FGD (module docstring); 0 turns one off."""
 
     bucket_milli: float = 2000.0
     prefer_used: bool = False
+    balance: float = 1.0
+    contention: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.bucket_milli < 0:
-            raise ValueError(f"bucket_milli: must be >= 0, got {self.bucket_milli}")
+        for name in ("bucket_milli", "balance", "contention"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
 DEFAULT_POLICY = ScorePolicy()
@@ -116,13 +129,31 @@ def _stats(v: View, rows: np.ndarray, xi: np.ndarray, mix: Mix) -> _Stats:
     return _Stats(xi.sum(axis=0, dtype=np.int32), tuple(cnts), tuple(ons))
 
 
-def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
-    """Expected unusable milli per row: total - sum_t p_t * host_t * (milli on usable GPUs)."""
+def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix, balance: float = 0.0) -> np.ndarray:
+    """Expected unusable milli per row: total - sum_t p_t * host_t * (milli on usable GPUs), plus
+    `balance` x the milli stranded for want of CPU or memory."""
     kept = np.zeros(len(st.total))
     for g, cnt, on in zip(_groups(mix), st.cnt, st.on, strict=True):
         host = (cpu[None] >= g.cpu[:, None]) & (hmem[None] >= g.mem[:, None]) & (cnt[g.ui] >= g.count[:, None])
         kept += np.einsum("t,tr->r", g.prob, host * on[g.ui])
-    return st.total * float(mix.prob.sum()) - kept
+    lost = st.total * float(mix.prob.sum()) - kept
+    return lost + balance * stranded(st.total, cpu, hmem, mix) if balance else lost
+
+
+_RATIOS: weakref.WeakKeyDictionary[Mix, tuple[float, float]] = weakref.WeakKeyDictionary()
+
+
+def stranded(total: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
+    """Per row, free GPU milli beyond what the free CPU (host memory) can feed at the mix's CPU
+    (memory) per GPU milli: GPU that the mix's tasks will find without CPU or memory to go with it."""
+    ratios = _RATIOS.get(mix)
+    if ratios is None:
+        count, milli, tcpu, tmem = mix.arrays()
+        vol = float((mix.prob * count * milli).sum())
+        ratios = _RATIOS[mix] = (float((mix.prob * tcpu).sum()) / vol, float((mix.prob * tmem).sum()) / vol)
+    rc, rm = ratios
+    short = np.maximum(total - cpu / rc, 0.0) if rc > 0 else np.zeros(len(total))
+    return np.maximum(short, total - hmem / rm) if rm > 0 else short
 
 
 def _moved(st: _Stats, mix: Mix, old: np.ndarray | int, new: np.ndarray | int, gone: np.ndarray,
@@ -171,14 +202,21 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
     value = np.full(n, -np.inf)
     choice = np.full(n, -1, np.int64)
     rows = np.flatnonzero(fitted.fits)
-    if len(rows) == 0 or d.kind is DemandKind.NONE:
+    if len(rows) == 0 or (d.kind is DemandKind.NONE and not len(mix)):
         ints = np.where(fitted.fits, MAX_SCORE // 2, 0).astype(np.int64)
         return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, choice)
     if d.kind is DemandKind.MIG:
         value[rows] = _mig_value(v, fitted, rows)
         return Scores(value, _to_int(value, rows), choice)
     xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16, see _stats
-    if d.kind is DemandKind.WHOLE:
+    taken: np.ndarray | None = None
+    old: np.ndarray | int = 0
+    new: np.ndarray | int = 0
+    gone: np.ndarray = np.zeros(len(rows), np.int32)
+    allowed: list[np.ndarray | None] = [np.zeros(len(rows), np.int16) for _ in _groups(mix)]
+    if d.kind is DemandKind.NONE:
+        pass  # only CPU and memory change: nothing moves on the GPUs
+    elif d.kind is DemandKind.WHOLE:
         wm = fitted.aux.get("whole_bits")
         if wm is None:
             wm = v.whole_bits & v.s.model_bits(d.models) if d.models else v.whole_bits
@@ -188,10 +226,9 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         for _ in range(d.count):
             rest = rest & (rest - 1)
         taken = bits & ~rest
-        old: np.ndarray | int = FULL_MILLI
-        new: np.ndarray | int = 0
+        old, new = FULL_MILLI, 0
         gone = np.full(len(rows), FULL_MILLI * d.count, np.int32)
-        allowed: list[np.ndarray | None] = [
+        allowed = [
             np.bitwise_count(taken & fast.take(v.s.model_bits(g.models), rows)) if g.models
             else np.full(len(rows), d.count) for g in _groups(mix)]
     else:
@@ -208,8 +245,18 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         cpu, hmem = fast.take(v.cpu_free, rows), fast.take(v.hmem_free, rows)
         before = _stats(v, rows, xi, mix)
         after = _moved(before, mix, old, new, gone, allowed)
-        growth = _lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix) - _lost(before, cpu, hmem, mix)
+        b = policy.balance
+        growth = (_lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b)
+                  - _lost(before, cpu, hmem, mix, b))
         growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
+        if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
+            # (K, R) contention of each slot's model; a share's milli, or whole GPUs, taken from it
+            slot = np.take(contention(v, mix), fast.take(v.s.model, rows).T)
+            if taken is not None:
+                on = (taken[None, :] >> np.arange(len(xi), dtype=taken.dtype)[:, None]) & 1
+                growth = growth + policy.contention * FULL_MILLI * (slot * on).sum(axis=0)
+            else:
+                growth = growth + policy.contention * np.take(slot, flat) * gone
         value[rows] = _bucket(growth, policy)
     else:
         value[rows] = 0.0
@@ -222,6 +269,35 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
     # equal scores go to the earliest node of the snapshot, in the float as in the integer answer
     value[rows] -= rows * (1e-6 / max(len(fitted.fits), 1))
     return Scores(value, _to_int(value, rows), choice)
+
+
+_CONTENTION: weakref.WeakKeyDictionary[Mix, dict[int, tuple[np.ndarray, np.ndarray, object]]] = (
+    weakref.WeakKeyDictionary())
+_MAX_CONTENTION = 20.0  # a model nearly full of restricted demand: avoid it, but keep growth finite
+
+
+def contention(v: View, mix: Mix) -> np.ndarray:
+    """(M + 1,) per GPU model of the snapshot (the last entry, for slots without a GPU, is 0): the
+    model's share of the GPU volume that restricted pods ask for (each restricted set spread over its
+    models by capacity) over the model's share of the cluster's free milli."""
+    per = _CONTENTION.setdefault(mix, {})
+    s = v.s
+    hit = per.get(id(s))
+    if hit is None or hit[2] is not s:
+        cap = np.bincount(s.model[s.plain].ravel(), minlength=len(s.models)).astype(np.float64)
+        want = np.zeros(len(s.models))
+        for models, share in mix.restricted:
+            ok = cap * np.asarray([m in models for m in s.models], np.float64)
+            if ok.sum() > 0:
+                want += share * ok / ok.sum()
+        hit = per[id(s)] = (want, cap, s)
+    want, cap, _ = hit
+    # free milli per model: one pass over (N, K), only for mixes with restricted demand
+    free = np.bincount((s.model + 1).ravel(), weights=v.milli.ravel(), minlength=len(s.models) + 1)[1:]
+    frac = free / max(float(free.sum()), 1.0)
+    out = np.zeros(len(s.models) + 1)
+    out[:-1] = np.where(cap > 0, np.minimum(want / np.maximum(frac, 1e-3), _MAX_CONTENTION), 0.0)
+    return out
 
 
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:

@@ -15,6 +15,7 @@ from test_binpack_gen import FAST, clusters, demands, mixes, states
 from binpack import Demand, DemandKind, Gpu, Mix, MixLearner, Node, Snapshot, TaskClass, fit, score
 from binpack.catalog import FULL_MILLI
 from binpack.score import MAX_SCORE, ScorePolicy, frag
+from binpack.types import MigMode
 
 
 def plain_frag(nodes: list[Node], x: list[list[int]], cpu: list[int], hmem: list[int], mix: Mix) -> list[float]:
@@ -31,6 +32,48 @@ def plain_frag(nodes: list[Node], x: list[list[int]], cpu: list[int], hmem: list
             f += float(p) * lost
         out.append(f)
     return out
+
+
+def plain_stranded(x: list[list[int]], cpu: list[int], hmem: list[int], mix: Mix) -> list[float]:
+    """Free milli beyond what free CPU (memory) feeds at the mix's CPU (memory) per GPU milli."""
+    vol = sum(float(p) * c.count * c.milli for c, p in zip(mix.classes, mix.prob, strict=True))
+    if not vol:  # no GPU task to feed
+        return [0.0] * len(x)
+    per_cpu = sum(float(p) * c.cpu_milli for c, p in zip(mix.classes, mix.prob, strict=True)) / vol
+    per_mem = sum(float(p) * c.host_memory_mib for c, p in zip(mix.classes, mix.prob, strict=True)) / vol
+    out = []
+    for xs, c, h in zip(x, cpu, hmem, strict=True):
+        total = sum(xs)
+        short = [0.0]
+        if per_cpu > 0:
+            short.append(total - c / per_cpu)
+        if per_mem > 0:
+            short.append(total - h / per_mem)
+        out.append(max(short))
+    return out
+
+
+def plain_contention(snap: Snapshot, mix: Mix) -> dict[str, float]:
+    """Per model: its share of restricted GPU volume (spread by capacity) over its share of free milli."""
+    nodes = list(snap.static.nodes)
+    plain = [(g.model, i, g.index) for i, n in enumerate(nodes) for g in n.gpus
+             if g.healthy and g.mig_mode is MigMode.NONE]
+    cap = {m: sum(1 for mm, _, _ in plain if mm == m) for m in {m for m, _, _ in plain}}
+    want = dict.fromkeys(cap, 0.0)
+    for models, share in mix.restricted:
+        room = sum(cap.get(m, 0) for m in models)
+        for m in models:
+            if cap.get(m) and room:
+                want[m] += share * cap[m] / room
+    with snap.read() as v:
+        milli = v.free_milli()
+        free = {m: 0.0 for m in cap}
+        for i, n in enumerate(nodes):
+            for k, g in enumerate(n.gpus):
+                if g.model in free:
+                    free[g.model] += float(milli[i, k])
+    everything = max(sum(free.values()), 1.0)
+    return {m: min(want[m] / max(free[m] / everything, 1e-3), 20.0) for m in cap}
 
 
 def _columns(snap: Snapshot, rows: np.ndarray) -> tuple[list[list[int]], list[int], list[int]]:
@@ -65,13 +108,13 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     d: Demand = data.draw(demands())
     mix = data.draw(mixes())
     verdict = fit(snap, d)
-    exact = ScorePolicy(bucket_milli=0, prefer_used=False)  # the float growth itself, no buckets
+    exact = ScorePolicy(bucket_milli=0, balance=0, contention=0)  # FGD's float growth, no buckets
     sc = score(verdict, mix, policy=exact)
     rows = np.flatnonzero(verdict.fits)
     assert (sc.value[~verdict.fits] == -np.inf).all() and (sc.integer[~verdict.fits] == 0).all()
     prod = score(verdict, mix)  # the production policy (buckets, consolidation) on the same verdict
-    if not len(rows) or d.kind not in (DemandKind.WHOLE, DemandKind.SHARE):
-        return
+    if not len(rows) or d.kind is DemandKind.MIG or (d.kind is DemandKind.NONE and not len(mix)):
+        return  # MIG packs by its own rule; a pod without GPUs against no mix scores flat
     assert sc.integer.min() >= 0 and sc.integer[rows].max() == MAX_SCORE
     # one node alone at 10, in both policies, so kube-scheduler's random tie-break cannot move the pod
     assert (sc.integer[rows] == MAX_SCORE).sum() == 1 and (prod.integer[rows] == MAX_SCORE).sum() == 1
@@ -82,6 +125,8 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     with snap.read() as v:
         whole = v.whole_free(d.models)[rows]
     for r in range(len(rows)):
+        if d.kind is DemandKind.NONE:  # only CPU and memory change
+            continue
         if d.kind is DemandKind.WHOLE:
             for g in np.flatnonzero(whole[r])[: d.count]:
                 after[r][g] = 0
@@ -94,10 +139,24 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
         g = int(sc.choice[rows[r]])
         assert keys[g] == pytest.approx(min(keys)) and ok[g]
         after[r][g] = max(after[r][g] - d.compute_milli, 0)
-    before = plain_frag(nodes, x, cpu, hmem, mix)
-    later = plain_frag(nodes, after, [c - d.cpu_milli for c in cpu], [h - d.host_memory_mib for h in hmem], mix)
+    cpu2, hmem2 = [c - d.cpu_milli for c in cpu], [h - d.host_memory_mib for h in hmem]
+    before = np.asarray(plain_frag(nodes, x, cpu, hmem, mix))
+    later = np.asarray(plain_frag(nodes, after, cpu2, hmem2, mix))
     freed = np.asarray([sum(x[r]) - sum(after[r]) for r in range(len(rows))], np.float64)
-    growth = np.asarray(later) - np.asarray(before) - mix.cpu_only * freed  # CPU-only tasks lose the freed milli
+    growth = later - before - mix.cpu_only * freed  # CPU-only tasks lose the freed milli
+    sc_default = score(verdict, mix, policy=ScorePolicy(bucket_milli=0, balance=1.0, contention=1.0))
+    # the balance term: GPU milli the node's CPU and memory can no longer feed
+    growth_b = growth + np.asarray(plain_stranded(after, cpu2, hmem2, mix)) - plain_stranded(x, cpu, hmem, mix)
+    # the contention term: milli taken from each model, weighted by its contention
+    con = plain_contention(snap, mix)
+    taken = [sum(con.get(nodes[r].gpus[g].model, 0.0) * (x[r][g] - after[r][g]) for g in range(len(nodes[r].gpus)))
+             for r in range(len(rows))]
+    growth_b = growth_b + (np.asarray(taken) if mix.restricted else 0.0)
+    multi = d.kind is DemandKind.WHOLE and d.count > 1
+    if not multi:
+        got = sc_default.value[rows] + rows * (1e-6 / len(verdict.fits))
+        assert got == pytest.approx(-growth_b / FULL_MILLI, abs=1e-6)
+    growth = np.asarray(growth)
     expect = -growth / FULL_MILLI
     bonus = sc.value[rows] - expect
     order = 1e-6  # equal scores go to the earliest node: at most this much is taken off
@@ -123,3 +182,51 @@ def test_packing_prefers_the_node_that_stays_usable() -> None:
     two = Mix.of([(TaskClass(2, FULL_MILLI), 1.0)])
     sc = score(fit(snap, Demand.whole(1)), two)
     assert sc.value[1] < sc.value[0]  # on b a 2-GPU task no longer fits; on a it never did
+
+
+def test_learner_keeps_restricted_volume_and_class_memory() -> None:
+    """A rare model-restricted class falls out of the classes (coverage) but not out of `restricted`;
+    classes carry their pods' mean host memory."""
+    learner = MixLearner(decay=1.0, coverage=0.9)
+    for i in range(95):
+        learner.observe(Demand.whole(1, cpu_milli=4_000, host_memory_mib=10_000 + 2_000 * (i % 2)))
+    for _ in range(5):
+        learner.observe(Demand.whole(2, models=frozenset({"T4"})))
+    mix = learner.mix()
+    assert [c.models for c in mix.classes] == [frozenset()]
+    assert mix.classes[0].host_memory_mib == round((48 * 10_000 + 47 * 12_000) / 95)
+    assert mix.restricted == ((frozenset({"T4"}), pytest.approx(10 / 105)),)
+
+
+def _two_kinds(t4_cpu: int) -> Snapshot:
+    dense = Node("dense", tuple(Gpu(i, "A100-SXM4-80GB") for i in range(8)), 96_000, 1_000_000)
+    rich = Node("rich", (Gpu(0, "T4"), Gpu(1, "T4")), t4_cpu, 1_000_000)
+    return Snapshot.build([dense, rich])
+
+
+def test_balance_sends_cpu_only_pods_where_cpu_is_spare() -> None:
+    """GPU pods need 12 cores per GPU: a 30-core CPU-only pod on the 8-GPU, 96-core node would strand
+    GPUs; on the 2-GPU node with 100 cores it strands none. FGD alone sees no difference."""
+    snap = _two_kinds(100_000)
+    mix = Mix.of([(TaskClass(1, FULL_MILLI, 12_000), 1.0)])
+    d = Demand.none(cpu_milli=30_000)
+    assert int(np.argmax(score(fit(snap, d), mix).value)) == 1
+    fgd = score(fit(snap, d), mix, policy=ScorePolicy(balance=0, contention=0))
+    assert int(np.argmax(fgd.value)) == 0  # first node among equals
+
+
+def test_contention_keeps_unrestricted_pods_off_a_scarce_model() -> None:
+    """Half of the GPU volume may only run on T4, which is 2 of 10 GPUs: a pod that may run anywhere
+    goes to the A100 node even though the T4 node comes first and fits as well."""
+    dense = Node("dense", tuple(Gpu(i, "A100-SXM4-80GB") for i in range(8)), 96_000, 1_000_000)
+    rich = Node("rich", (Gpu(0, "T4"), Gpu(1, "T4")), 96_000, 1_000_000)
+    snap = Snapshot.build([rich, dense])
+    mix = Mix.of([(TaskClass(1, FULL_MILLI), 1.0), (TaskClass(1, FULL_MILLI, models=frozenset({"T4"})), 1.0)])
+    assert mix.restricted == ((frozenset({"T4"}), 0.5),)
+    d = Demand.whole(1)
+    exact_on = ScorePolicy(bucket_milli=0)
+    on = score(fit(snap, d), mix, policy=exact_on)
+    off = score(fit(snap, d), mix, policy=ScorePolicy(bucket_milli=0, contention=0))
+    assert snap.names[int(np.argmax(score(fit(snap, d), mix).value))] == "dense"
+    # T4 holds 20% of the free milli and half of the demand: contention 2.5 per milli taken there
+    assert (off.value[0] - on.value[0]) - (off.value[1] - on.value[1]) == pytest.approx(2.5, abs=1e-6)

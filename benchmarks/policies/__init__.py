@@ -8,7 +8,15 @@ from benchmarks.policies.dot_product import DotProduct
 from benchmarks.policies.fgd import Fgd
 from benchmarks.policies.gpu_clustering import GpuClustering
 from benchmarks.policies.gpu_packing import GpuPacking
-from benchmarks.policies.gpupack import Gpupack, GpupackExact, GpupackFgdBuckets, GpupackPreferUsed
+from benchmarks.policies.gpupack import (
+    Gpupack,
+    GpupackCpuOnlyUnscored,
+    GpupackExact,
+    GpupackFgdBuckets,
+    GpupackNoBalance,
+    GpupackNoContention,
+    GpupackPreferUsed,
+)
 from benchmarks.policies.random_fit import RandomFit
 
 POLICIES: dict[str, Factory] = {
@@ -22,6 +30,9 @@ POLICIES: dict[str, Factory] = {
 }
 # ablations of gpupack's policy: not in the default run, asked for by name (--policies)
 ABLATIONS: dict[str, Factory] = {
+    "gpupack-no-balance": GpupackNoBalance,
+    "gpupack-no-contention": GpupackNoContention,
+    "gpupack-cpu-only-unscored": GpupackCpuOnlyUnscored,
     "gpupack-exact": GpupackExact,
     "gpupack-fgd-buckets": GpupackFgdBuckets,
     "gpupack-prefer-used": GpupackPreferUsed,

@@ -14,7 +14,8 @@ import numpy as np
 from benchmarks.cluster import Choice, Task
 from benchmarks.policies.base import Context
 from benchmarks.trace import FULL, NodeTable
-from binpack import Demand, MixLearner, Snapshot, allocate, fit, lookup, place, score
+from binpack import Demand, DemandKind, Mix, MixLearner, Snapshot, allocate, fit, lookup, place, score
+from binpack.mix import EMPTY_MIX
 from binpack.score import DEFAULT_POLICY, ScorePolicy
 from binpack.types import Gpu, Node
 
@@ -52,6 +53,10 @@ class Gpupack:
         self.learner = MixLearner()
         self.demands: dict[int, Demand] = {}  # per pod row: the demand is computed once
 
+    def scoring_mix(self, d: Demand, mix: Mix) -> Mix:
+        """The mix a demand is scored against (the learned one; an ablation may change it)."""
+        return mix
+
     def choose(self, t: Task, rows: np.ndarray) -> Choice | None:
         d = self.demands.get(t.row)
         if d is None:
@@ -61,7 +66,7 @@ class Gpupack:
         if not verdict.fits.any():
             return None
         mix = self.learner.mix()
-        scores = score(verdict, mix, policy=self.policy)
+        scores = score(verdict, self.scoring_mix(d, mix), policy=self.policy)
         best = int(np.argmax(scores.value))
         p = place(self.snap, d, self.snap.names[best], mix)
         if p is None:
@@ -70,22 +75,46 @@ class Gpupack:
         return Choice(best, tuple(p.gpus))
 
 
+class GpupackNoBalance(Gpupack):
+    """Ablation: without the balance term (GPU stranded for want of CPU or memory)."""
+
+    name = "gpupack-no-balance"
+    policy = ScorePolicy(balance=0.0)
+
+
+class GpupackNoContention(Gpupack):
+    """Ablation: without the contention term (restricted pods' claim on scarce models)."""
+
+    name = "gpupack-no-contention"
+    policy = ScorePolicy(contention=0.0)
+
+
+class GpupackCpuOnlyUnscored(Gpupack):
+    """Ablation: pods asking for no GPU placed on the first node that fits, as when they do not pass
+    through the extender (README: how CPU-only pods on GPU nodes opt in)."""
+
+    name = "gpupack-cpu-only-unscored"
+
+    def scoring_mix(self, d: Demand, mix: Mix) -> Mix:
+        return EMPTY_MIX if d.kind is DemandKind.NONE else mix
+
+
 class GpupackFgdBuckets(Gpupack):
     """Ablation: FGD's own bucket width (sigmoid scale 1000 milli), no preference for used nodes."""
 
     name = "gpupack-fgd-buckets"
-    policy = ScorePolicy(bucket_milli=1000.0, prefer_used=False)
+    policy = ScorePolicy(bucket_milli=1000.0)
 
 
 class GpupackPreferUsed(Gpupack):
     """Ablation (an idea not kept): among equal buckets, a node already in use before an empty one."""
 
     name = "gpupack-prefer-used"
-    policy = ScorePolicy(bucket_milli=2000.0, prefer_used=True)
+    policy = ScorePolicy(prefer_used=True)
 
 
 class GpupackExact(Gpupack):
     """Ablation: the exact float growth of fragmentation, no buckets, no consolidation term."""
 
     name = "gpupack-exact"
-    policy = ScorePolicy(bucket_milli=0.0, prefer_used=False)
+    policy = ScorePolicy(bucket_milli=0.0)
