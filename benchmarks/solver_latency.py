@@ -144,7 +144,8 @@ def fill(snap: Snapshot, rng: np.random.Generator) -> Snapshot:
 def _mix() -> MixLearner:
     learner = MixLearner()
     for d, w in ((KINDS["whole-1"], 30), (KINDS["whole-2"], 10), (KINDS["whole-4-nvlink"], 5),
-                 (KINDS["whole-8-nvlink"], 5), (KINDS["share-25%"], 30), (Demand.share(40 * GI, 500), 20)):
+                 (KINDS["whole-8-nvlink"], 5), (KINDS["share-25%"], 30), (Demand.share(40 * GI, 500), 20),
+                 (KINDS["whole-2-h100"], 5)):  # a model-restricted class: the contention term runs
         for _ in range(w):
             learner.observe(d)
     return learner

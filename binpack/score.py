@@ -210,6 +210,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         return Scores(value, _to_int(value, rows), choice)
     xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16, see _stats
     taken: np.ndarray | None = None
+    flat: np.ndarray | None = None
     old: np.ndarray | int = 0
     new: np.ndarray | int = 0
     gone: np.ndarray = np.zeros(len(rows), np.int32)
@@ -250,13 +251,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
                   - _lost(before, cpu, hmem, mix, b))
         growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
         if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
-            # (K, R) contention of each slot's model; a share's milli, or whole GPUs, taken from it
-            slot = np.take(contention(v, mix), fast.take(v.s.model, rows).T)
-            if taken is not None:
-                on = (taken[None, :] >> np.arange(len(xi), dtype=taken.dtype)[:, None]) & 1
-                growth = growth + policy.contention * FULL_MILLI * (slot * on).sum(axis=0)
-            else:
-                growth = growth + policy.contention * np.take(slot, flat) * gone
+            growth = growth + policy.contention * _contention_growth(v, mix, rows, len(xi), taken, flat, gone)
         value[rows] = _bucket(growth, policy)
     else:
         value[rows] = 0.0
@@ -271,33 +266,63 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
     return Scores(value, _to_int(value, rows), choice)
 
 
-_CONTENTION: weakref.WeakKeyDictionary[Mix, dict[int, tuple[np.ndarray, np.ndarray, object]]] = (
-    weakref.WeakKeyDictionary())
+@dataclass(eq=False)
+class _Contention:
+    """Per (mix, snapshot static): restricted demand per model, capacity, and the last contention."""
+
+    static: object
+    want: np.ndarray  # (M,) share of all GPU volume that restricted pods ask of each model
+    cap: np.ndarray  # (M,) plain GPUs of each model
+    value: np.ndarray  # (M + 1,) the last computed contention (last entry: no GPU, always 0)
+    calls: int = 0
+
+
+_CONTENTION: weakref.WeakKeyDictionary[Mix, dict[int, _Contention]] = weakref.WeakKeyDictionary()
 _MAX_CONTENTION = 20.0  # a model nearly full of restricted demand: avoid it, but keep growth finite
+CONTENTION_REFRESH = 32  # scores between two passes over all GPUs for the free milli per model
 
 
 def contention(v: View, mix: Mix) -> np.ndarray:
     """(M + 1,) per GPU model of the snapshot (the last entry, for slots without a GPU, is 0): the
     model's share of the GPU volume that restricted pods ask for (each restricted set spread over its
-    models by capacity) over the model's share of the cluster's free milli."""
+    models by capacity) over the model's share of the cluster's free milli.
+
+    The free milli per model is a pass over every GPU (~0.1 ms at 40,000 GPUs), so it is refreshed
+    every CONTENTION_REFRESH scores of the same mix and cluster: a cluster-wide share that a few pods
+    barely move."""
     per = _CONTENTION.setdefault(mix, {})
     s = v.s
     hit = per.get(id(s))
-    if hit is None or hit[2] is not s:
+    if hit is None or hit.static is not s:
         cap = np.bincount(s.model[s.plain].ravel(), minlength=len(s.models)).astype(np.float64)
         want = np.zeros(len(s.models))
         for models, share in mix.restricted:
             ok = cap * np.asarray([m in models for m in s.models], np.float64)
             if ok.sum() > 0:
                 want += share * ok / ok.sum()
-        hit = per[id(s)] = (want, cap, s)
-    want, cap, _ = hit
-    # free milli per model: one pass over (N, K), only for mixes with restricted demand
-    free = np.bincount((s.model + 1).ravel(), weights=v.milli.ravel(), minlength=len(s.models) + 1)[1:]
-    frac = free / max(float(free.sum()), 1.0)
-    out = np.zeros(len(s.models) + 1)
-    out[:-1] = np.where(cap > 0, np.minimum(want / np.maximum(frac, 1e-3), _MAX_CONTENTION), 0.0)
-    return out
+        hit = per[id(s)] = _Contention(s, want, cap, np.zeros(len(s.models) + 1))
+    if hit.calls % CONTENTION_REFRESH == 0:
+        free = np.bincount((s.model + 1).ravel(), weights=v.milli.ravel(), minlength=len(s.models) + 1)[1:]
+        frac = free / max(float(free.sum()), 1.0)
+        hit.value = np.zeros(len(s.models) + 1)
+        hit.value[:-1] = np.where(hit.cap > 0, np.minimum(hit.want / np.maximum(frac, 1e-3), _MAX_CONTENTION), 0.0)
+    hit.calls += 1
+    return hit.value
+
+
+def _contention_growth(v: View, mix: Mix, rows: np.ndarray, k: int, taken: np.ndarray | None,
+                       flat: np.ndarray | None, gone: np.ndarray) -> np.ndarray:
+    """Milli taken from each model times its contention, per row: O(R) per contended model."""
+    con = contention(v, mix)
+    if taken is not None:  # whole GPUs: count the taken ones of each contended model
+        out = np.zeros(len(rows))
+        for m in np.flatnonzero(con[:-1]).tolist():
+            bits = fast.take(v.s.model_bits(frozenset({v.s.models[m]})), rows)
+            out += con[m] * FULL_MILLI * np.bitwise_count(taken & bits)
+        return out
+    assert flat is not None  # a share: the model of the chosen slot (flat indexes the (K, R) layout)
+    slot = flat // len(rows)
+    return np.take(con, v.s.model.ravel()[rows * k + slot]) * gone
 
 
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:
