@@ -94,3 +94,14 @@ def test_invalid_pods_say_what_to_write(p: dict[str, Any], words: str) -> None:
 def test_malformed_pod_objects(bad: Any) -> None:
     with pytest.raises(InvalidPod):
         read_pod(bad)
+
+
+def test_zero_gpus_is_a_cpu_only_demand() -> None:
+    """`nvidia.com/gpu: 0` is how a CPU-only pod opts into the extender (kube-scheduler calls an
+    extender for pods that name one of its managedResources, whatever the quantity): it reads as a
+    demand for no GPU, with its CPU and memory, so binpack scores where it strands the least GPU."""
+    zero = {"nvidia.com/gpu": "0"}
+    res = {"limits": zero, "requests": {"cpu": "1", "memory": "1Gi", **zero}}
+    req = read_pod(pod([{"name": "main", "resources": res}]))
+    assert req.demand.kind is DemandKind.NONE and req.demand.count == 0
+    assert req.demand.cpu_milli == 1000 and req.demand.host_memory_mib == 1024
