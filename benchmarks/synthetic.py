@@ -6,6 +6,8 @@ requiring NVLink), shares, MIG slices and pod groups (all members or none), draw
 until the GPU request reaches `load` x capacity. Every policy books through binpack (so every
 placement is valid); they differ in the node and device choice:
 - gpupack: fit -> score against the learned mix -> place, as the extender does;
+- fgd: the same path scored by FGD's rule alone (FGD's bucket width, without gpupack's balance and
+  contention terms), members of a pod group one by one: FGD where FGD has no rule of its own;
 - first-fit / random: the first / a random node where the demand fits, then the naive devices
   (the lowest free GPU indices, the first GPU a share fits on; MIG and NVLink-required sets use
   binpack's placement, the only valid choice a naive scheduler could make there).
@@ -23,10 +25,12 @@ import numpy as np
 from binpack import Demand, DemandKind, MixLearner, Placement, Snapshot, Topology, allocate, fit, place, release
 from binpack import place_group as gp_place_group
 from binpack import score as gp_score
+from binpack.score import ScorePolicy
 from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_only, set_score
 from binpack.types import Gpu, MigMode, Node
 
-POLICIES = ("gpupack", "first-fit", "random")
+POLICIES = ("gpupack", "fgd", "first-fit", "random")
+FGD_RULE = ScorePolicy(bucket_milli=1000.0, balance=0.0, contention=0.0)
 KINDS = (("dgx-h100", 0.2), ("dgx1-v100", 0.2), ("a100-mig", 0.2), ("t4", 0.2), ("l4", 0.2))
 
 
@@ -147,10 +151,11 @@ class Chooser:
         rows = np.flatnonzero(verdict.fits)
         if not len(rows):
             return None
-        if self.policy == "gpupack":
+        if self.policy in ("gpupack", "fgd"):
             self.learner.observe(d)
             mix = self.learner.mix()
-            best = int(np.argmax(gp_score(verdict, mix).value))
+            rule = FGD_RULE if self.policy == "fgd" else ScorePolicy()
+            best = int(np.argmax(gp_score(verdict, mix, policy=rule).value))
             return place(snap, d, snap.names[best], mix)
         i = int(rows[0] if self.policy == "first-fit" else rows[self.rng.integers(len(rows))])
         p = place(snap, d, snap.names[i])
