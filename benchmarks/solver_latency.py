@@ -40,6 +40,7 @@ from binpack import (
     release,
     score,
 )
+from binpack.score import ScorePolicy
 from binpack.topology import bridged_pairs, dgx1_v100, nvswitch, pcie_only
 from binpack.types import DemandKind, MigSlot
 
@@ -211,6 +212,16 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
         out[f"fit_score_cpu_p50_ms.{name}"] = float(np.percentile(cs, 50))
         out[f"fit_score_cpu_p99_ms.{name}"] = float(np.percentile(cs, 99))
         out[f"fits_nodes.{name}"] = float(fit(snap, d).fits.sum())
+    # what gpupack's balance and contention terms cost over FGD's measure alone: interleaved, one run
+    fgd_only = ScorePolicy(balance=0.0, contention=0.0)
+    for name in ("whole-1", "share-25%", "cpu-only"):
+        d = KINDS[name]
+        verdict = fit(snap, d)
+        ours, theirs = [], []
+        for _ in range(repeats):
+            ours.append(_timed(lambda v=verdict: score(v, mix))[1])  # type: ignore[misc]
+            theirs.append(_timed(lambda v=verdict: score(v, mix, policy=fgd_only))[1])  # type: ignore[misc]
+        out[f"terms_cost_ratio.{name}"] = float(np.median(ours) / np.median(theirs))
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):
         d = KINDS[name]
         p = place(snap, d, snap.names[int(np.argmax(fit(snap, d).fits))])
@@ -258,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         flag = "ok" if p50 <= TARGETS["fit_score_p50_ms"] and p99 <= TARGETS["fit_score_p99_ms"] else "MISS"
         fits = res[f"fits_nodes.{name}"]
         print(f"{name:<22}{fits:>9.0f}{p50:>8.3f}{p99:>8.3f}{c50:>8.3f}{c99:>8.3f}   {flag} (wall)")
+    ratios = ", ".join(f"{n} {res[f'terms_cost_ratio.{n}']:.2f}x" for n in ("whole-1", "share-25%", "cpu-only"))
+    print(f"score with balance + contention over FGD's measure alone (median CPU, same run): {ratios}")
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):
         a50, a99, r50 = res[f"allocate_us.{name}"], res[f"allocate_p99_us.{name}"], res[f"release_us.{name}"]
         print(f"allocate {name:<13} p50 {a50:6.1f} us (p99 {a99:6.1f})   release p50 {r50:6.1f} us   target <= 50 us")

@@ -245,7 +245,8 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
     if len(mix):
         cpu, hmem = fast.take(v.cpu_free, rows), fast.take(v.hmem_free, rows)
         before = _stats(v, rows, xi, mix)
-        after = _moved(before, mix, old, new, gone, allowed)
+        # a pod without GPUs moves nothing on them: only its CPU and memory change the loss
+        after = before if d.kind is DemandKind.NONE else _moved(before, mix, old, new, gone, allowed)
         b = policy.balance
         growth = (_lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b)
                   - _lost(before, cpu, hmem, mix, b))
