@@ -50,5 +50,5 @@ def test_synthetic_end_to_end(tmp_path: Path) -> None:
                                    str(tmp_path / "s.json")])
     assert out.exit_code == 0, out.output
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
-    assert {r["policy"] for r in rows} == {"gpupack", "first-fit", "random"}
+    assert {r["policy"] for r in rows} == {"gpupack", "fgd", "first-fit", "random"}
     assert all(0 < r["allocated_pct"] <= 100 for r in rows)
