@@ -50,13 +50,16 @@ class Mix:
     cpu_only: float = 0.0  # probability of a task asking for no GPU
     # (models, share of all GPU volume asked for) per restricted set of models; shares sum to <= 1
     restricted: tuple[tuple[frozenset[str], float], ...] = ()
+    # (milli, frequency among shares) per share size, over every pod seen (plan.py's pairing plan)
+    shares: tuple[tuple[int, float], ...] = ()
 
     @classmethod
     def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0,
-           volume: Iterable[tuple[frozenset[str], float]] | None = None) -> Mix:
+           volume: Iterable[tuple[frozenset[str], float]] | None = None,
+           shares: Iterable[tuple[int, float]] | None = None) -> Mix:
         """Probabilities from weights; `cpu_only` is the weight of tasks asking for no GPU; `volume`
-        the GPU volume (milli) asked for per set of models (frozenset() = any), by default the
-        classes' own."""
+        the GPU volume (milli) asked for per set of models (frozenset() = any), `shares` the weight
+        of each share size, both by default the classes' own."""
         items = [(c, w) for c, w in weighted if w > 0]
         w0 = max(cpu_only, 0.0)
         total = sum(w for _, w in items) + w0
@@ -72,7 +75,14 @@ class Mix:
         whole = sum(per.values())
         restricted = tuple(sorted(((m, v / whole) for m, v in per.items() if m and v > 0),
                                   key=lambda mv: sorted(mv[0]))) if whole > 0 else ()
-        return cls(tuple(c for c, _ in items), prob, version, w0 / total, restricted)
+        if shares is None:
+            shares = [(c.milli, w) for c, w in items if c.count == 1 and c.milli < FULL_MILLI]
+        sizes: dict[int, float] = {}
+        for m, w in shares:
+            sizes[m] = sizes.get(m, 0.0) + max(w, 0.0)
+        per_size = sum(sizes.values())
+        share_freq = tuple((m, w / per_size) for m, w in sorted(sizes.items()) if w > 0) if per_size > 0 else ()
+        return cls(tuple(c for c, _ in items), prob, version, w0 / total, restricted, share_freq)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -115,6 +125,7 @@ class MixLearner:
         self._w: dict[TaskClass, float] = {}
         self._mem: dict[TaskClass, float] = {}  # weighted host memory, for each class's mean
         self._vol: dict[frozenset[str], float] = {}  # weighted GPU milli per set of models
+        self._sizes: dict[int, float] = {}  # weight per share size
         self._scale = 1.0  # weights are stored divided by the running decay factor
         self._version = 0
         self._since = 0
@@ -134,6 +145,8 @@ class MixLearner:
         self._mem[cls] = self._mem.get(cls, 0.0) + w * host_memory_mib
         if cls.count:
             self._vol[cls.models] = self._vol.get(cls.models, 0.0) + w * cls.count * cls.milli
+        if cls.count == 1 and cls.milli < FULL_MILLI:
+            self._sizes[cls.milli] = self._sizes.get(cls.milli, 0.0) + w
 
     def observe(self, demand: Demand, weight: float = 1.0) -> None:
         cls = TaskClass.of(demand) or _CPU_ONLY
@@ -143,6 +156,7 @@ class MixLearner:
             self._w = {c: w / s for c, w in self._w.items()}
             self._mem = {c: w / s for c, w in self._mem.items()}
             self._vol = {m: w / s for m, w in self._vol.items()}
+            self._sizes = {m: w / s for m, w in self._sizes.items()}
             self._scale = 1.0
         new = cls not in self._w
         self._add(cls, weight * self._scale, demand.host_memory_mib)
@@ -162,6 +176,7 @@ class MixLearner:
                     break
                 kept.append((replace(c, host_memory_mib=round(self._mem.get(c, 0.0) / w)), w))
                 acc += w
-            self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items())
+            self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items(),
+                                  shares=self._sizes.items())
             self._since = 0
         return self._cached

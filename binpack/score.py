@@ -6,13 +6,16 @@ scored by how much it increases that. Multi-GPU demands add topology quality (th
 left on the node relative to the board's best); MIG demands pack partly used GPUs first.
 Returned as floats (higher is better) and as integers 0..10 for kube-scheduler.
 
-Two terms beyond FGD, both in milli of GPU and added to the growth (README, packing quality):
+Three terms beyond FGD, in milli of GPU and added to the growth (README, packing quality):
 - balance: GPU milli a node can no longer feed with CPU or host memory, at the mix's CPU (memory)
   per GPU milli. FGD only asks whether one task still fits, so it lets CPU-heavy pods drain a
   GPU-dense node's CPU and strand its GPUs; this keeps each node's CPU in step with its GPUs.
 - contention: GPU milli taken from a model that restricted pods (gpu-model selectors) need, weighted
   by that model's share of restricted demand over its share of the free capacity, so pods that may
   run anywhere leave scarce models to the pods that may not.
+- pairing: a share that leaves its GPU with a gap no pattern of the mix's pairing plan passes
+  through (plan.py: the configuration LP of the mix's share sizes) is charged that gap, x10: such a
+  gap is stranded whatever arrives next, while FGD's measure still counts it usable by small shares.
 Pods asking for no GPU are scored too: their CPU and memory strand GPUs like anyone's.
 
 The policy (ScorePolicy, ablations in `gpupack bench packing`): fragmentation growth is bucketed
@@ -34,6 +37,7 @@ from binpack import rows as fast
 from binpack.catalog import FULL_MILLI
 from binpack.fit import FitResult, mig_counts, share_gpus
 from binpack.mix import Mix
+from binpack.plan import planned_gaps
 from binpack.snapshot import View
 from binpack.tables import per_board
 from binpack.topology import best_set, set_score
@@ -48,15 +52,16 @@ class ScorePolicy:
 
     bucket_milli: the sigmoid scale of FGD's integer score (FGD uses 1000); 0 scores the exact float
     growth. prefer_used: among equal buckets, a node already hosting work before an empty one.
-    balance, contention: weights of the two terms beyond FGD (module docstring); 0 turns one off."""
+    balance, contention, pairing: weights of the terms beyond FGD (module docstring); 0 turns one off."""
 
     bucket_milli: float = 2000.0
     prefer_used: bool = False
     balance: float = 1.0
     contention: float = 1.0
+    pairing: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("bucket_milli", "balance", "contention"):
+        for name in ("bucket_milli", "balance", "contention", "pairing"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
@@ -251,6 +256,10 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         growth = (_lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b)
                   - _lost(before, cpu, hmem, mix, b))
         growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
+        if policy.pairing and d.kind is DemandKind.SHARE:
+            # the gap a share leaves, charged in full x pairing when no planned pattern passes it
+            left = np.asarray(new)
+            growth = growth + policy.pairing * (~planned_gaps(mix)[left]) * left
         if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
             growth = growth + policy.contention * _contention_growth(v, mix, rows, len(xi), taken, flat, gone)
         value[rows] = _bucket(growth, policy)

@@ -108,7 +108,7 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     d: Demand = data.draw(demands())
     mix = data.draw(mixes())
     verdict = fit(snap, d)
-    exact = ScorePolicy(bucket_milli=0, balance=0, contention=0)  # FGD's float growth, no buckets
+    exact = ScorePolicy(bucket_milli=0, balance=0, contention=0, pairing=0)  # FGD's float growth, no buckets
     sc = score(verdict, mix, policy=exact)
     rows = np.flatnonzero(verdict.fits)
     assert (sc.value[~verdict.fits] == -np.inf).all() and (sc.integer[~verdict.fits] == 0).all()
@@ -144,7 +144,7 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     later = np.asarray(plain_frag(nodes, after, cpu2, hmem2, mix))
     freed = np.asarray([sum(x[r]) - sum(after[r]) for r in range(len(rows))], np.float64)
     growth = later - before - mix.cpu_only * freed  # CPU-only tasks lose the freed milli
-    sc_default = score(verdict, mix, policy=ScorePolicy(bucket_milli=0, balance=1.0, contention=1.0))
+    sc_default = score(verdict, mix, policy=ScorePolicy(bucket_milli=0, balance=1.0, contention=1.0, pairing=0))
     # the balance term: GPU milli the node's CPU and memory can no longer feed
     growth_b = growth + np.asarray(plain_stranded(after, cpu2, hmem2, mix)) - plain_stranded(x, cpu, hmem, mix)
     # the contention term: milli taken from each model, weighted by its contention
@@ -226,7 +226,32 @@ def test_contention_keeps_unrestricted_pods_off_a_scarce_model() -> None:
     d = Demand.whole(1)
     exact_on = ScorePolicy(bucket_milli=0)
     on = score(fit(snap, d), mix, policy=exact_on)
-    off = score(fit(snap, d), mix, policy=ScorePolicy(bucket_milli=0, contention=0))
+    off = score(fit(snap, d), mix, policy=ScorePolicy(bucket_milli=0, contention=0))  # whole GPUs: no pairing
     assert snap.names[int(np.argmax(score(fit(snap, d), mix).value))] == "dense"
     # T4 holds 20% of the free milli and half of the demand: contention 2.5 per milli taken there
     assert (off.value[0] - on.value[0]) - (off.value[1] - on.value[1]) == pytest.approx(2.5, abs=1e-6)
+
+
+def test_pairing_plan_and_its_charge() -> None:
+    """470s pair with 470s and 320s with 650s in the fewest GPUs, so a 320 next to a 470 leaves an
+    off-plan 210 (a 160 could fill it, but no planned pattern holds 470 + 320 + 160): charged in
+    full x pairing. A 320 on an empty GPU leaves 680, on plan (650 + 320). Below the smallest share
+    every gap is dead and FGD's measure already counts it."""
+    from binpack.plan import patterns, solve
+
+    ok = solve(((160, 0.2), (320, 0.2), (470, 0.4), (650, 0.2)))
+    assert all(ok[g] for g in (1000, 530, 350, 680, 0, 159)) and not ok[210]
+    pats = patterns([160, 320, 470, 650])
+    assert pats is not None and (470, 470) in pats and (650, 320) in pats and (470, 320, 160) in pats
+    assert patterns([50, 60, 70], limit=100) is None  # too many patterns: no plan, never slow
+    snap = Snapshot.build([Node(n, (Gpu(0, "T4"),), 64_000, 1_000_000) for n in ("a", "b")])
+    from binpack import Placement, allocate
+
+    snap = allocate(snap, Placement("a", (0,), compute_milli=470, kind=DemandKind.SHARE))
+    mix = Mix.of([(TaskClass(1, m), w) for m, w in ((160, 1.0), (320, 1.0), (470, 2.0), (650, 1.0))])
+    d = Demand.share(0, 320)
+    on = score(fit(snap, d), mix, policy=ScorePolicy(bucket_milli=0))
+    off = score(fit(snap, d), mix, policy=ScorePolicy(bucket_milli=0, pairing=0))
+    assert (off.value[0] - on.value[0]) * FULL_MILLI == pytest.approx(10 * 210)
+    assert off.value[1] == pytest.approx(on.value[1])
+    assert int(np.argmax(on.value)) == 1

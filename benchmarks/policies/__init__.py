@@ -15,6 +15,7 @@ from benchmarks.policies.gpupack import (
     GpupackFgdBuckets,
     GpupackNoBalance,
     GpupackNoContention,
+    GpupackNoPairing,
     GpupackPreferUsed,
 )
 from benchmarks.policies.random_fit import RandomFit
@@ -32,6 +33,7 @@ POLICIES: dict[str, Factory] = {
 ABLATIONS: dict[str, Factory] = {
     "gpupack-no-balance": GpupackNoBalance,
     "gpupack-no-contention": GpupackNoContention,
+    "gpupack-no-pairing": GpupackNoPairing,
     "gpupack-cpu-only-unscored": GpupackCpuOnlyUnscored,
     "gpupack-exact": GpupackExact,
     "gpupack-fgd-buckets": GpupackFgdBuckets,

@@ -89,6 +89,13 @@ class GpupackNoContention(Gpupack):
     policy = ScorePolicy(contention=0.0)
 
 
+class GpupackNoPairing(Gpupack):
+    """Ablation: without the pairing term (gaps no pattern of the mix's plan passes through)."""
+
+    name = "gpupack-no-pairing"
+    policy = ScorePolicy(pairing=0.0)
+
+
 class GpupackCpuOnlyUnscored(Gpupack):
     """Ablation: pods asking for no GPU placed on the first node that fits, as when they do not pass
     through the extender (README: how CPU-only pods on GPU nodes opt in)."""
