@@ -6,8 +6,9 @@ requiring NVLink), shares, MIG slices and pod groups (all members or none), draw
 until the GPU request reaches `load` x capacity. Every policy books through binpack (so every
 placement is valid); they differ in the node and device choice:
 - gpupack: fit -> score against the learned mix -> place, as the extender does;
-- fgd: the same path scored by FGD's rule alone (FGD's bucket width, without gpupack's balance and
-  contention terms), members of a pod group one by one: FGD where FGD has no rule of its own;
+- fgd: the same path scored by FGD's rule alone (FGD's bucket width, without gpupack's balance,
+  contention and pairing terms), members of a pod group one by one: FGD where FGD has no rule of
+  its own;
 - first-fit / random: the first / a random node where the demand fits, then the naive devices
   (the lowest free GPU indices, the first GPU a share fits on; MIG and NVLink-required sets use
   binpack's placement, the only valid choice a naive scheduler could make there).
@@ -30,7 +31,7 @@ from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_onl
 from binpack.types import Gpu, MigMode, Node
 
 POLICIES = ("gpupack", "fgd", "first-fit", "random")
-FGD_RULE = ScorePolicy(bucket_milli=1000.0, balance=0.0, contention=0.0)
+FGD_RULE = ScorePolicy(bucket_milli=1000.0, balance=0.0, contention=0.0, pairing=0.0)
 KINDS = (("dgx-h100", 0.2), ("dgx1-v100", 0.2), ("a100-mig", 0.2), ("t4", 0.2), ("l4", 0.2))
 
 

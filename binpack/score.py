@@ -256,8 +256,10 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         growth = (_lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b)
                   - _lost(before, cpu, hmem, mix, b))
         growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
-        if policy.pairing and d.kind is DemandKind.SHARE:
-            # the gap a share leaves, charged in full x pairing when no planned pattern passes it
+        if policy.pairing and d.kind is DemandKind.SHARE and not d.memory_mib:
+            # the gap a share leaves, charged in full x pairing when no planned pattern passes it;
+            # the plan is in compute milli: a share that also asks for GPU memory leaves a gap
+            # that depends on the GPU's memory size, which the plan does not describe
             left = np.asarray(new)
             growth = growth + policy.pairing * (~planned_gaps(mix)[left]) * left
         if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
