@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -69,20 +70,11 @@ class Mix:
         prob.flags.writeable = False
         if volume is None:
             volume = [(c.models, w * c.count * c.milli) for c, w in items]
-        per: dict[frozenset[str], float] = {}
-        for models, v in volume:
-            per[models] = per.get(models, 0.0) + max(v, 0.0)
-        whole = sum(per.values())
-        restricted = tuple(sorted(((m, v / whole) for m, v in per.items() if m and v > 0),
-                                  key=lambda mv: sorted(mv[0]))) if whole > 0 else ()
         if shares is None:
             shares = [(c.milli, w) for c, w in items if c.count == 1 and c.milli < FULL_MILLI]
-        sizes: dict[int, float] = {}
-        for m, w in shares:
-            sizes[m] = sizes.get(m, 0.0) + max(w, 0.0)
-        per_size = sum(sizes.values())
-        share_freq = tuple((m, w / per_size) for m, w in sorted(sizes.items()) if w > 0) if per_size > 0 else ()
-        return cls(tuple(c for c, _ in items), prob, version, w0 / total, restricted, share_freq)
+        restricted = sorted(((m, f) for m, f in _fractions(volume) if m), key=lambda mf: sorted(mf[0]))
+        share_freq = sorted(_fractions(shares))
+        return cls(tuple(c for c, _ in items), prob, version, w0 / total, tuple(restricted), tuple(share_freq))
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -93,6 +85,18 @@ class Mix:
         return (np.asarray([x.count for x in c], np.int64), np.asarray([x.milli for x in c], np.int64),
                 np.asarray([x.cpu_milli for x in c], np.int64),
                 np.asarray([x.host_memory_mib for x in c], np.int64))
+
+
+K = TypeVar("K")
+
+
+def _fractions(weighted: Iterable[tuple[K, float]]) -> list[tuple[K, float]]:
+    """Weights summed per key, as fractions of the total (keys with no weight left out)."""
+    per: dict[K, float] = {}
+    for key, w in weighted:
+        per[key] = per.get(key, 0.0) + max(w, 0.0)
+    total = sum(per.values())
+    return [(k, w / total) for k, w in per.items() if w > 0] if total > 0 else []
 
 
 EMPTY_MIX = Mix((), np.zeros(0), 0)

@@ -33,8 +33,8 @@ def share_sizes(mix: Mix) -> tuple[tuple[int, float], ...]:
 
 
 def patterns(sizes: list[int], limit: int = MAX_PATTERNS) -> list[tuple[int, ...]] | None:
-    """Every multiset of `sizes` (each at least once... any count) summing to at most one GPU,
-    largest sizes first; None if there are more than `limit`."""
+    """Every non-empty multiset of `sizes` (any counts) summing to at most one GPU, largest sizes
+    first; None if there are more than `limit`."""
     out: list[tuple[int, ...]] = []
     desc = sorted(sizes, reverse=True)
 
