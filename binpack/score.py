@@ -1,6 +1,6 @@
 """`score`: fragmentation-aware scores for the nodes where a demand fits.
 
-The FGD measure (Weng et al., USENIX ATC'23): a node's fragmentation is the GPU capacity that the
+The FGD measure (frag.py; Weng et al., USENIX ATC'23): a node's fragmentation is the GPU capacity that the
 workload mix's tasks could not use there, weighted by how often each task arrives; a placement is
 scored by how much it increases that. Multi-GPU demands add topology quality (the best link set
 left on the node relative to the board's best); MIG demands pack partly used GPUs first.
@@ -36,6 +36,7 @@ import numpy as np
 from binpack import rows as fast
 from binpack.catalog import FULL_MILLI
 from binpack.fit import FitResult, mig_counts, share_gpus
+from binpack.frag import current, groups, lost, moved
 from binpack.mix import Mix
 from binpack.plan import planned_gaps
 from binpack.snapshot import View
@@ -78,121 +79,6 @@ class Scores:
     choice: np.ndarray  # (N,) the share's chosen GPU per node (-1 when not a share)
 
 
-@dataclass(frozen=True, eq=False)
-class _Group:
-    """Mix classes that allow the same GPU models, with their distinct milli thresholds."""
-
-    models: frozenset[str]
-    th: np.ndarray  # (U,) distinct milli thresholds
-    ui: np.ndarray  # (Tg,) each class's threshold index
-    count: np.ndarray  # (Tg,) GPUs per task
-    cpu: np.ndarray  # (Tg,)
-    mem: np.ndarray  # (Tg,)
-    prob: np.ndarray  # (Tg,)
-
-
-_GROUPS: weakref.WeakKeyDictionary[Mix, tuple[_Group, ...]] = weakref.WeakKeyDictionary()
-
-
-def _groups(mix: Mix) -> tuple[_Group, ...]:
-    hit = _GROUPS.get(mix)
-    if hit is None:
-        count, milli, tcpu, tmem = mix.arrays()
-        out = []
-        for models in dict.fromkeys(c.models for c in mix.classes):
-            idx = np.asarray([t for t, c in enumerate(mix.classes) if c.models == models])
-            th, ui = np.unique(milli[idx], return_inverse=True)
-            out.append(_Group(models, th, ui, count[idx], tcpu[idx], tmem[idx], mix.prob[idx]))
-        hit = _GROUPS[mix] = tuple(out)
-    return hit
-
-
-@dataclass(frozen=True, eq=False)
-class _Stats:
-    """What frag needs of free milli x, per row: the total, and per mix group and threshold u the
-    usable GPUs (x >= th_u, of an allowed model) and the milli on them. Small integers throughout
-    (at most 16 GPUs x 1000 milli): exact, and small temporaries."""
-
-    total: np.ndarray  # (R,) int32
-    cnt: tuple[np.ndarray, ...]  # per group (U, R) int16
-    on: tuple[np.ndarray, ...]  # per group (U, R) int32
-
-
-def _stats(v: View, rows: np.ndarray, xi: np.ndarray, mix: Mix) -> _Stats:
-    """From xi, free milli transposed to (K, R) int16, so every sum runs along long contiguous rows."""
-    cnts, ons = [], []
-    for g in _groups(mix):
-        xa = xi * fast.take(v.s.model_ok(g.models), rows).T if g.models else xi
-        cnt = np.empty((len(g.th), len(rows)), np.int16)
-        on = np.empty((len(g.th), len(rows)), np.int32)
-        for j, m in enumerate(g.th.tolist()):
-            usable = xa >= m
-            cnt[j] = usable.sum(axis=0, dtype=np.int16)
-            on[j] = (usable * xa).sum(axis=0, dtype=np.int32)
-        cnts.append(cnt)
-        ons.append(on)
-    return _Stats(xi.sum(axis=0, dtype=np.int32), tuple(cnts), tuple(ons))
-
-
-def _lost(st: _Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix, balance: float = 0.0) -> np.ndarray:
-    """Expected unusable milli per row: total - sum_t p_t * host_t * (milli on usable GPUs), plus
-    `balance` x the milli stranded for want of CPU or memory."""
-    kept = np.zeros(len(st.total))
-    for g, cnt, on in zip(_groups(mix), st.cnt, st.on, strict=True):
-        host = (cpu[None] >= g.cpu[:, None]) & (hmem[None] >= g.mem[:, None]) & (cnt[g.ui] >= g.count[:, None])
-        kept += np.einsum("t,tr->r", g.prob, host * on[g.ui])
-    lost = st.total * float(mix.prob.sum()) - kept
-    return lost + balance * stranded(st.total, cpu, hmem, mix) if balance else lost
-
-
-_RATIOS: weakref.WeakKeyDictionary[Mix, tuple[float, float]] = weakref.WeakKeyDictionary()
-
-
-def stranded(total: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
-    """Per row, free GPU milli beyond what the free CPU (host memory) can feed at the mix's CPU
-    (memory) per GPU milli: GPU that the mix's tasks will find without CPU or memory to go with it."""
-    ratios = _RATIOS.get(mix)
-    if ratios is None:
-        count, milli, tcpu, tmem = mix.arrays()
-        vol = float((mix.prob * count * milli).sum())
-        ratios = _RATIOS[mix] = (float((mix.prob * tcpu).sum()) / vol, float((mix.prob * tmem).sum()) / vol)
-    rc, rm = ratios
-    short = np.maximum(total - cpu / rc, 0.0) if rc > 0 else np.zeros(len(total))
-    return np.maximum(short, total - hmem / rm) if rm > 0 else short
-
-
-def _moved(st: _Stats, mix: Mix, old: np.ndarray | int, new: np.ndarray | int, gone: np.ndarray,
-           allowed: list[np.ndarray | None]) -> _Stats:
-    """The stats after some GPUs of each row go from `old` to `new` free milli: `gone` (R,) milli
-    leave the total; allowed[g] (R,) of the moved GPUs count for mix group g (None: one each).
-    Exact, and O(U x R) instead of a second pass over (K, R)."""
-    cnts, ons = [], []
-    was, now = np.asarray(old, np.int32), np.asarray(new, np.int32)
-    for g, cnt, on, n in zip(_groups(mix), st.cnt, st.on, allowed, strict=True):
-        ge_was, ge_now = was >= g.th[:, None], now >= g.th[:, None]
-        d_cnt = ge_now.astype(np.int16) - ge_was
-        d_on = now * ge_now - was * ge_was
-        if n is not None:
-            d_cnt, d_on = n * d_cnt, n * d_on
-        cnts.append(cnt + d_cnt)
-        ons.append(on + d_on)
-    return _Stats(st.total - gone, tuple(cnts), tuple(ons))
-
-
-def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
-    """Expected unusable GPU milli per row given free milli x (R,K), free CPU and memory (R,).
-
-    For each task class t of the mix (probability p_t): a GPU is usable when it has at least the
-    class's milli free (and is of a model the class allows); the node can host the class when it has
-    enough usable GPUs, CPU and memory. Lost = the free milli on unusable GPUs if it can, all of the
-    node's free milli if it cannot; frag = sum_t p_t * lost_t, computed per distinct threshold as
-    lost_t = total - host_t * (free milli on usable GPUs). `_score` gets the state after a placement
-    from `_moved` instead of a second `frag`: change the three together (test_binpack_score checks)."""
-    if len(mix) == 0:
-        return np.zeros(len(rows))
-    return _lost(_stats(v, rows, x.T.astype(np.int16, order="C"), mix), cpu, hmem, mix)
-
-
 def score(fitted: FitResult, mix: Mix, view: View | None = None, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
     """Scores for the nodes `fitted` says fit, against the workload mix."""
     if view is None:
@@ -202,80 +88,87 @@ def score(fitted: FitResult, mix: Mix, view: View | None = None, policy: ScorePo
 
 
 def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
+    # the request path: NumPy's per-call cost (~1-2 us) outweighs its per-row cost at a few thousand
+    # rows, so this works on the R fitting rows throughout and calls array methods directly
     d = fitted.demand
     n = len(fitted.fits)
-    value = np.full(n, -np.inf)
     choice = np.full(n, -1, np.int64)
-    rows = np.flatnonzero(fitted.fits)
+    rows = fitted.fits.nonzero()[0]
     if len(rows) == 0 or (d.kind is DemandKind.NONE and not len(mix)):
         ints = np.where(fitted.fits, MAX_SCORE // 2, 0).astype(np.int64)
         return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, choice)
     if d.kind is DemandKind.MIG:
-        value[rows] = _mig_value(v, fitted, rows)
-        return Scores(value, _to_int(value, rows), choice)
-    xi = np.ascontiguousarray(fast.take(v.milli, rows).T)  # (K, R) int16, see _stats
+        return _scores(n, rows, _mig_value(v, fitted, rows), choice)
     taken: np.ndarray | None = None
     flat: np.ndarray | None = None
     old: np.ndarray | int = 0
     new: np.ndarray | int = 0
-    gone: np.ndarray = np.zeros(len(rows), np.int32)
-    allowed: list[np.ndarray | None] = [np.zeros(len(rows), np.int16) for _ in _groups(mix)]
+    gone: np.ndarray | int = 0
+    allowed: list[np.ndarray | int | None] = [0 for _ in groups(mix)]
     if d.kind is DemandKind.NONE:
         pass  # only CPU and memory change: nothing moves on the GPUs
     elif d.kind is DemandKind.WHOLE:
         wm = fitted.aux.get("whole_bits")
         if wm is None:
             wm = v.whole_bits & v.s.model_bits(d.models) if d.models else v.whole_bits
-        bits = fast.take(wm, rows)
+        bits = wm.take(rows)
         # which k whole-free GPUs does not change fragmentation: take the k lowest
         rest = bits
         for _ in range(d.count):
             rest = rest & (rest - 1)
         taken = bits & ~rest
         old, new = FULL_MILLI, 0
-        gone = np.full(len(rows), FULL_MILLI * d.count, np.int32)
-        allowed = [
-            np.bitwise_count(taken & fast.take(v.s.model_bits(g.models), rows)) if g.models
-            else np.full(len(rows), d.count) for g in _groups(mix)]
+        gone = FULL_MILLI * d.count
+        # scalars where every row moves the same: moved() then adds a (U, 1) column, not (U, R)
+        allowed = [np.bitwise_count(taken & v.s.model_bits(g.models).take(rows)) if g.models
+                   else d.count for g in groups(mix)]
     else:
-        ok = fast.take(share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"], rows)
-        g_at = _pick_share(xi, np.ascontiguousarray(ok.T), mix, d.compute_milli)
+        xi = v.milli.take(rows, axis=0).T.copy()  # (K, R) int16, see frag.stats
+        ok = share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"]
+        g_at = _pick_share(xi, ok.take(rows, axis=0).T.copy(), mix, d.compute_milli)
         choice[rows] = g_at
         flat = g_at * len(rows) + np.arange(len(rows))  # (slot, row) in the (K, R) layout
-        old = np.take(xi, flat).astype(np.int32)
+        old = xi.take(flat).astype(np.int32)
         new = np.maximum(old - d.compute_milli, 0)
         gone = old - new
-        allowed = [np.take(fast.take(v.s.model_ok(g.models), rows).T, flat) if g.models else None
-                   for g in _groups(mix)]
+        allowed = [v.s.model_ok(g.models).take(rows, axis=0).T.take(flat) if g.models else None
+                   for g in groups(mix)]
     if len(mix):
-        cpu, hmem = fast.take(v.cpu_free, rows), fast.take(v.hmem_free, rows)
-        before = _stats(v, rows, xi, mix)
-        # a pod without GPUs moves nothing on them: only its CPU and memory change the loss
-        after = before if d.kind is DemandKind.NONE else _moved(before, mix, old, new, gone, allowed)
+        cpu, hmem = v.cpu_free.take(rows), v.hmem_free.take(rows)
         b = policy.balance
-        growth = (_lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b)
-                  - _lost(before, cpu, hmem, mix, b))
-        growth = growth - mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
+        before, growth = current(v, rows, mix, b)
+        # a pod without GPUs moves nothing on them: only its CPU and memory change the loss
+        after = before if d.kind is DemandKind.NONE else moved(before, mix, old, new, gone, allowed)
+        growth = lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b) - growth
+        if mix.cpu_only and d.kind is not DemandKind.NONE:
+            growth -= mix.cpu_only * gone  # a task asking for no GPU can use none of the freed milli
         if policy.pairing and d.kind is DemandKind.SHARE and not d.memory_mib:
             # the gap a share leaves, charged in full x pairing when no planned pattern passes it;
             # the plan is in compute milli: a share that also asks for GPU memory leaves a gap
             # that depends on the GPU's memory size, which the plan does not describe
             left = np.asarray(new)
-            growth = growth + policy.pairing * (~planned_gaps(mix)[left]) * left
+            growth += policy.pairing * (~planned_gaps(mix).take(left)) * left
         if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
-            growth = growth + policy.contention * _contention_growth(v, mix, rows, len(xi), taken, flat, gone)
-        value[rows] = _bucket(growth, policy)
+            growth += policy.contention * _contention_growth(v, mix, rows, v.s.k, taken, flat, gone)
+        vals = _bucket(growth, policy)
     else:
-        value[rows] = 0.0
+        vals = np.zeros(len(rows))
     multi = d.kind is DemandKind.WHOLE and d.count > 1
     if policy.prefer_used and not multi:  # multi-GPU jobs weigh link quality instead
-        cap = fast.take(v.s.plain, rows).sum(axis=1, dtype=np.int64) * FULL_MILLI  # non-MIG GPUs
-        value[rows] += 0.25 * (xi.sum(axis=0, dtype=np.int64) < cap)
+        cap = fast.count(v.s.plain.take(rows, axis=0)) * FULL_MILLI  # non-MIG GPUs
+        vals += 0.25 * (fast.total(v.milli.take(rows, axis=0).astype(np.int64)) < cap)
     if multi:  # link quality of the best free set relative to the board's best (0..1)
-        value[rows] += 2.0 * _topology_bonus(v, d, rows, bits)
+        vals += 2.0 * _topology_bonus(v, d, rows, bits)
     # equal scores go to the earliest node of the snapshot, in the float as in the integer answer
-    value[rows] -= rows * (1e-6 / max(len(fitted.fits), 1))
-    return Scores(value, _to_int(value, rows), choice)
+    vals -= rows * (1e-6 / max(n, 1))
+    return _scores(n, rows, vals, choice)
+
+
+def _scores(n: int, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
+    """Scores from the float values of the fitting rows (every other node: -inf and 0)."""
+    value = np.full(n, -np.inf)
+    value[rows] = vals
+    return Scores(value, _to_int(n, rows, vals), choice)
 
 
 @dataclass(eq=False)
@@ -323,18 +216,18 @@ def contention(v: View, mix: Mix) -> np.ndarray:
 
 
 def _contention_growth(v: View, mix: Mix, rows: np.ndarray, k: int, taken: np.ndarray | None,
-                       flat: np.ndarray | None, gone: np.ndarray) -> np.ndarray:
+                       flat: np.ndarray | None, gone: np.ndarray | int) -> np.ndarray:
     """Milli taken from each model times its contention, per row: O(R) per contended model."""
     con = contention(v, mix)
     if taken is not None:  # whole GPUs: count the taken ones of each contended model
         out = np.zeros(len(rows))
         for m in np.flatnonzero(con[:-1]).tolist():
-            bits = fast.take(v.s.model_bits(frozenset({v.s.models[m]})), rows)
+            bits = v.s.model_bits(frozenset({v.s.models[m]})).take(rows)
             out += con[m] * FULL_MILLI * np.bitwise_count(taken & bits)
         return out
     assert flat is not None  # a share: the model of the chosen slot (flat indexes the (K, R) layout)
     slot = flat // len(rows)
-    return np.take(con, v.s.model.ravel()[rows * k + slot]) * gone
+    return con.take(v.s.model.take(rows * k + slot)) * gone
 
 
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:
@@ -383,7 +276,7 @@ def _pick_share(xi: np.ndarray, okt: np.ndarray, mix: Mix, take: int) -> np.ndar
     one lookup and one min over K."""
     k = len(xi)
     cannot = (~okt).view(np.int8).astype(np.int16) * np.int16(_CANNOT)  # cheaper than np.where
-    packed = np.take(_rank_table(mix, take, k), xi | cannot)
+    packed = _rank_table(mix, take, k).take(xi | cannot)
     packed += np.arange(k, dtype=packed.dtype)[:, None]
     return packed.min(axis=0) % k
 
@@ -413,19 +306,18 @@ def _topology_bonus(v: View, d: Demand, rows: np.ndarray, bits: np.ndarray) -> n
 
 def integer_scores(value: np.ndarray) -> np.ndarray:
     """0..10 for float scores (-inf where the demand does not fit, which gets 0): the best alone at 10."""
-    rows = np.flatnonzero(np.isfinite(value))
-    return _to_int(value, rows) if len(rows) else np.zeros(len(value), np.int64)
+    rows = np.isfinite(value).nonzero()[0]
+    return _to_int(len(value), rows, value.take(rows)) if len(rows) else np.zeros(len(value), np.int64)
 
 
-def _to_int(value: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _to_int(n: int, rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
     """0..10 with the best node alone at 10 (kube-scheduler picks at random among equal totals),
-    the others scaled into 0..9 by their float score."""
-    out = np.zeros(len(value), np.int64)
-    vals = value[rows]
-    top = int(np.argmax(vals))
-    lo, hi = vals.min(), vals.max()
+    the others scaled into 0..9 by their float score (vals, of rows; 0 for the other nodes)."""
+    out = np.zeros(n, np.int64)
+    top = int(vals.argmax())
+    lo, hi = vals.min(), vals[top]
     if hi - lo > 1e-12:
-        out[rows] = np.floor((vals - lo) / (hi - lo) * (MAX_SCORE - 1)).astype(np.int64)
+        out[rows] = (vals - lo) * ((MAX_SCORE - 1) / (hi - lo))  # truncation = floor: never negative
     else:
         out[rows] = MAX_SCORE - 1
     out[rows[top]] = MAX_SCORE

@@ -14,7 +14,8 @@ from test_binpack_gen import FAST, clusters, demands, mixes, states
 
 from binpack import Demand, DemandKind, Gpu, Mix, MixLearner, Node, Snapshot, TaskClass, fit, score
 from binpack.catalog import FULL_MILLI
-from binpack.score import MAX_SCORE, ScorePolicy, frag
+from binpack.frag import frag
+from binpack.score import MAX_SCORE, ScorePolicy
 from binpack.types import MigMode
 
 
@@ -255,3 +256,41 @@ def test_pairing_plan_and_its_charge() -> None:
     assert (off.value[0] - on.value[0]) * FULL_MILLI == pytest.approx(10 * 210)
     assert off.value[1] == pytest.approx(on.value[1])
     assert int(np.argmax(on.value)) == 1
+
+
+@FAST
+@given(data=st.data())
+def test_kept_state_matches_a_fresh_pass(data: st.DataObject) -> None:
+    """frag.current keeps every node's stats and loss between calls and recomputes the nodes whose
+    free milli, CPU or memory changed: after binds and releases, and when an older snapshot is read
+    again, it must give what a fresh pass over the rows gives."""
+    from binpack import allocate, place, release
+    from binpack.frag import current, lost, stats
+
+    snap = data.draw(states(data.draw(clusters())))
+    mix = data.draw(mixes())
+    history = [snap]
+    booked = []
+    for _ in range(data.draw(st.integers(1, 6))):
+        if booked and data.draw(st.booleans()):
+            snap = release(snap, booked.pop(data.draw(st.integers(0, len(booked) - 1))))
+        else:
+            d = data.draw(demands())
+            where = [n for i, n in enumerate(snap.names) if fit(snap, d).fits[i]]
+            if where:
+                p = place(snap, d, data.draw(st.sampled_from(where)), mix)
+                assert p is not None
+                snap = allocate(snap, p)
+                booked.append(p)
+        history.append(snap)
+        seen = data.draw(st.sampled_from(history))  # sometimes an older version, read again
+        balance = data.draw(st.sampled_from([0.0, 1.0]))
+        with seen.read() as v:
+            rows = np.asarray(sorted(data.draw(st.sets(st.integers(0, len(seen.names) - 1)))), np.int64)
+            kept, kept_lost = current(v, rows, mix, balance)
+            fresh = stats(v, rows, v.milli.take(rows, axis=0).T.copy(), mix)
+            assert np.array_equal(kept.total, fresh.total)
+            for a, b in zip(kept.cnt + kept.on, fresh.cnt + fresh.on, strict=True):
+                assert np.array_equal(a, b)
+            want = lost(fresh, v.cpu_free.take(rows), v.hmem_free.take(rows), mix, balance)
+            assert kept_lost == pytest.approx(want, abs=1e-9)
