@@ -6,8 +6,9 @@ cluster's mix) that fades as real observations accumulate. As FGD's "typical pod
 keyed by GPU shape, CPU and models (not host memory; a class carries its pods' mean host memory),
 the most frequent ones up to `coverage` of all tasks are kept, and tasks asking for no GPU count too
 (all free GPU is lost to them). Beside the classes, a Mix keeps the share of GPU volume asked for by
-each restricted set of models, over every pod seen: rare restricted classes fall out of the classes
-but their claim on a scarce model must not (score.py's contention term).
+each restricted set of models, and by each multi-GPU class (which only some nodes may be big enough
+for), over every pod seen: rare classes fall out of the classes but their claim on scarce nodes must
+not (score.py's contention term).
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ class Mix:
     restricted: tuple[tuple[frozenset[str], float], ...] = ()
     # (milli, frequency among shares) per share size, over every pod seen (plan.py's pairing plan)
     shares: tuple[tuple[int, float], ...] = ()
+    # (class with its pods' mean host memory, share of all GPU volume) per multi-GPU class that allows
+    # any model: whether only some nodes can host it depends on the cluster (score.py's contention)
+    shaped: tuple[tuple[TaskClass, float], ...] = ()
 
     @classmethod
     def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0,
            volume: Iterable[tuple[frozenset[str], float]] | None = None,
-           shares: Iterable[tuple[int, float]] | None = None) -> Mix:
+           shares: Iterable[tuple[int, float]] | None = None,
+           shaped: Iterable[tuple[TaskClass, float]] | None = None) -> Mix:
         """Probabilities from weights; `cpu_only` is the weight of tasks asking for no GPU; `volume`
         the GPU volume (milli) asked for per set of models (frozenset() = any), `shares` the weight
-        of each share size, both by default the classes' own."""
+        of each share size, `shaped` the GPU volume of each class, all by default the classes' own."""
         items = [(c, w) for c, w in weighted if w > 0]
         w0 = max(cpu_only, 0.0)
         total = sum(w for _, w in items) + w0
@@ -68,13 +73,16 @@ class Mix:
             return EMPTY_MIX
         prob = np.asarray([w / total for _, w in items], np.float64)
         prob.flags.writeable = False
-        if volume is None:
-            volume = [(c.models, w * c.count * c.milli) for c, w in items]
+        volume = [(c.models, w * c.count * c.milli) for c, w in items] if volume is None else list(volume)
         if shares is None:
             shares = [(c.milli, w) for c, w in items if c.count == 1 and c.milli < FULL_MILLI]
         restricted = sorted(((m, f) for m, f in _fractions(volume) if m), key=lambda mf: sorted(mf[0]))
         share_freq = sorted(_fractions(shares))
-        return cls(tuple(c for c, _ in items), prob, version, w0 / total, tuple(restricted), tuple(share_freq))
+        vol = sum(max(v, 0.0) for _, v in volume)
+        shaped = [(c, w * c.count * c.milli) for c, w in items] if shaped is None else shaped
+        multi = tuple((c, v / vol) for c, v in shaped if c.count > 1 and not c.models and v > 0) if vol > 0 else ()
+        return cls(tuple(c for c, _ in items), prob, version, w0 / total, tuple(restricted), tuple(share_freq),
+                   multi)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -178,9 +186,14 @@ class MixLearner:
             for c, w in gpu[: self.max_classes]:  # the most frequent, up to `coverage` of all tasks
                 if kept and acc >= self.coverage * total:
                     break
-                kept.append((replace(c, host_memory_mib=round(self._mem.get(c, 0.0) / w)), w))
+                kept.append((self._with_memory(c, w), w))
                 acc += w
+            shaped = [(self._with_memory(c, w), w * c.count * c.milli) for c, w in gpu if c.count > 1]
             self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items(),
-                                  shares=self._sizes.items())
+                                  shares=self._sizes.items(), shaped=shaped)
             self._since = 0
         return self._cached
+
+    def _with_memory(self, c: TaskClass, w: float) -> TaskClass:
+        """The class with its pods' mean host memory (classes are keyed without it)."""
+        return replace(c, host_memory_mib=round(self._mem.get(c, 0.0) / w))

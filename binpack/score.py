@@ -10,9 +10,11 @@ Three terms beyond FGD, in milli of GPU and added to the growth (README, packing
 - balance: GPU milli a node can no longer feed with CPU or host memory, at the mix's CPU (memory)
   per GPU milli. FGD only asks whether one task still fits, so it lets CPU-heavy pods drain a
   GPU-dense node's CPU and strand its GPUs; this keeps each node's CPU in step with its GPUs.
-- contention: GPU milli taken from a model that restricted pods (gpu-model selectors) need, weighted
-  by that model's share of restricted demand over its share of the free capacity, so pods that may
-  run anywhere leave scarce models to the pods that may not.
+- contention: GPU milli taken from a model that restricted pods need, weighted by that model's
+  share of restricted demand over its share of the free capacity, so pods that may run anywhere
+  leave scarce models to the pods that may not. Restricted: by gpu-model selectors, or by shape (a
+  multi-GPU class that only a small part of the cluster's nodes are big enough for, e.g. 8 GPUs
+  with 120 cores).
 - pairing: a share that leaves its GPU with a gap no pattern of the mix's pairing plan passes
   through (plan.py: the configuration LP of the mix's share sizes) is charged that gap, x10: such a
   gap is stranded whatever arrives next, while FGD's measure still counts it usable by small shares.
@@ -39,7 +41,7 @@ from binpack.fit import FitResult, mig_counts, share_gpus
 from binpack.frag import current, groups, lost, moved
 from binpack.mix import Mix
 from binpack.plan import planned_gaps
-from binpack.snapshot import View
+from binpack.snapshot import Static, View
 from binpack.tables import per_board
 from binpack.topology import best_set, set_score
 from binpack.types import Demand, DemandKind, Topology
@@ -148,7 +150,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
             # that depends on the GPU's memory size, which the plan does not describe
             left = np.asarray(new)
             growth += policy.pairing * (~planned_gaps(mix).take(left)) * left
-        if policy.contention and mix.restricted and d.kind is not DemandKind.NONE:
+        if policy.contention and (mix.restricted or mix.shaped) and d.kind is not DemandKind.NONE:
             growth += policy.contention * _contention_growth(v, mix, rows, v.s.k, taken, flat, gone)
         vals = _bucket(growth, policy)
     else:
@@ -190,7 +192,8 @@ CONTENTION_REFRESH = 32  # scores between two passes over all GPUs for the free 
 def contention(v: View, mix: Mix) -> np.ndarray:
     """(M + 1,) per GPU model of the snapshot (the last entry, for slots without a GPU, is 0): the
     model's share of the GPU volume that restricted pods ask for (each restricted set spread over its
-    models by capacity) over the model's share of the cluster's free milli.
+    models by capacity; classes restricted by shape as _shaped_want says) over the model's share of
+    the cluster's free milli.
 
     The free milli per model is a pass over every GPU (~0.1 ms at 40,000 GPUs), so it is refreshed
     every CONTENTION_REFRESH scores of the same mix and cluster: a cluster-wide share that a few pods
@@ -205,6 +208,7 @@ def contention(v: View, mix: Mix) -> np.ndarray:
             ok = cap * np.asarray([m in models for m in s.models], np.float64)
             if ok.sum() > 0:
                 want += share * ok / ok.sum()
+        want += _shaped_want(s, mix, cap)
         hit = per[id(s)] = _Contention(s, want, cap, np.zeros(len(s.models) + 1))
     if hit.calls % CONTENTION_REFRESH == 0:
         free = np.bincount((s.model + 1).ravel(), weights=v.milli.ravel(), minlength=len(s.models) + 1)[1:]
@@ -213,6 +217,26 @@ def contention(v: View, mix: Mix) -> np.ndarray:
         hit.value[:-1] = np.where(hit.cap > 0, np.minimum(hit.want / np.maximum(frac, 1e-3), _MAX_CONTENTION), 0.0)
     hit.calls += 1
     return hit.value
+
+
+SHAPED_HOSTS = 0.25  # at most this share of the cluster's GPUs can host a class: it is restricted
+
+
+def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
+    """(M,) the GPU volume share of each multi-GPU class that only a few models' nodes can host (enough
+    plain GPUs of one model, CPU and memory, when empty), spread over those models' GPUs on such nodes.
+    Only where those nodes hold at most SHAPED_HOSTS of all GPUs: a class most nodes can host has no
+    scarce model to protect (and counting it moved the default openb trace by -0.05)."""
+    want = np.zeros(len(cap))
+    if not mix.shaped:
+        return want
+    per_model = np.stack([((s.model == m) & s.plain).sum(axis=1) for m in range(len(s.models))])  # (M, N)
+    for c, share in mix.shaped:
+        host = (per_model >= c.count) & (s.cpu_total >= c.cpu_milli) & (s.hmem_total >= c.host_memory_mib)
+        ok = (per_model * host).sum(axis=1).astype(np.float64)
+        if 0 < ok.sum() <= SHAPED_HOSTS * cap.sum():
+            want += share * ok / ok.sum()
+    return want
 
 
 def _contention_growth(v: View, mix: Mix, rows: np.ndarray, k: int, taken: np.ndarray | None,

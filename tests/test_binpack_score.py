@@ -66,6 +66,17 @@ def plain_contention(snap: Snapshot, mix: Mix) -> dict[str, float]:
         for m in models:
             if cap.get(m) and room:
                 want[m] += share * cap[m] / room
+    for c, share in mix.shaped:  # multi-GPU classes that only a few nodes (<= 25% of GPUs) can host
+        hosts: dict[str, int] = {}
+        for i, n in enumerate(nodes):
+            for m in {mm for mm, ii, _ in plain if ii == i}:
+                mine = sum(1 for mm, ii, _ in plain if ii == i and mm == m)
+                if mine >= c.count and n.cpu_milli >= c.cpu_milli and n.memory_mib >= c.host_memory_mib:
+                    hosts[m] = hosts.get(m, 0) + mine
+        room = sum(hosts.values())
+        if 0 < room <= 0.25 * sum(cap.values()):
+            for m, k in hosts.items():
+                want[m] += share * k / room
     with snap.read() as v:
         milli = v.free_milli()
         free = {m: 0.0 for m in cap}
@@ -152,7 +163,7 @@ def test_score_is_the_growth_of_frag(data: st.DataObject) -> None:
     con = plain_contention(snap, mix)
     taken = [sum(con.get(nodes[r].gpus[g].model, 0.0) * (x[r][g] - after[r][g]) for g in range(len(nodes[r].gpus)))
              for r in range(len(rows))]
-    growth_b = growth_b + (np.asarray(taken) if mix.restricted else 0.0)
+    growth_b = growth_b + (np.asarray(taken) if mix.restricted or mix.shaped else 0.0)
     multi = d.kind is DemandKind.WHOLE and d.count > 1
     if not multi:
         got = sc_default.value[rows] + rows * (1e-6 / len(verdict.fits))
@@ -231,6 +242,36 @@ def test_contention_keeps_unrestricted_pods_off_a_scarce_model() -> None:
     assert snap.names[int(np.argmax(score(fit(snap, d), mix).value))] == "dense"
     # T4 holds 20% of the free milli and half of the demand: contention 2.5 per milli taken there
     assert (off.value[0] - on.value[0]) - (off.value[1] - on.value[1]) == pytest.approx(2.5, abs=1e-6)
+
+
+
+def test_contention_keeps_pods_off_the_only_nodes_big_enough_for_a_class() -> None:
+    """8-GPU, 120-core tasks fit only the V100 node (8 of 40 GPUs: a class restricted by its shape,
+    not by a selector), and are too rare to be one of the mix's classes: a 1-GPU pod that may run
+    anywhere goes to an A100 node although the V100 node comes first; without the class's volume
+    (mix.shaped) it would take the first node."""
+    big = Node("big", tuple(Gpu(i, "V100-SXM2-32GB") for i in range(8)), 128_000, 768 * 1024)
+    small = [Node(f"small-{j}", tuple(Gpu(i, "A100-SXM4-80GB") for i in range(8)), 64_000, 512 * 1024)
+             for j in range(4)]
+    snap = Snapshot.build([big, *small])
+    learner = MixLearner()
+    for _ in range(2):
+        learner.observe(Demand.whole(8, cpu_milli=120_000, host_memory_mib=600 * 1024))
+    for _ in range(60):
+        learner.observe(Demand.whole(1, cpu_milli=4_000))
+    mix = learner.mix()
+    ((cls, share),) = mix.shaped
+    assert (cls.count, cls.cpu_milli, cls.host_memory_mib) == (8, 120_000, 600 * 1024)
+    assert share == pytest.approx(16 / 76, rel=0.05) and not mix.restricted
+    assert all(c.count == 1 for c in mix.classes)  # below the coverage cut
+    d = Demand.whole(1, cpu_milli=4_000)
+    assert snap.names[int(np.argmax(score(fit(snap, d), mix).value))] != "big"
+    flat = Mix.of(zip(mix.classes, mix.prob, strict=True), shaped=[])
+    assert not flat.shaped
+    assert snap.names[int(np.argmax(score(fit(snap, d), flat).value))] == "big"
+    # a class most nodes can host (8 GPUs, 32 cores) is not restricted: no contention from it
+    wide = Mix.of([(TaskClass(1, FULL_MILLI, 4_000), 1.0), (TaskClass(8, FULL_MILLI, 32_000), 1.0)])
+    assert wide.shaped and snap.names[int(np.argmax(score(fit(snap, d), wide).value))] == "big"
 
 
 def test_pairing_plan_and_its_charge() -> None:

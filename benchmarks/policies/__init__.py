@@ -16,6 +16,7 @@ from benchmarks.policies.gpupack import (
     GpupackNoBalance,
     GpupackNoContention,
     GpupackNoPairing,
+    GpupackNoShapes,
     GpupackPreferUsed,
 )
 from benchmarks.policies.random_fit import RandomFit
@@ -34,6 +35,7 @@ ABLATIONS: dict[str, Factory] = {
     "gpupack-no-balance": GpupackNoBalance,
     "gpupack-no-contention": GpupackNoContention,
     "gpupack-no-pairing": GpupackNoPairing,
+    "gpupack-no-shapes": GpupackNoShapes,
     "gpupack-cpu-only-unscored": GpupackCpuOnlyUnscored,
     "gpupack-exact": GpupackExact,
     "gpupack-fgd-buckets": GpupackFgdBuckets,

@@ -9,6 +9,8 @@ undisclosed models (G2, G3...) are unknown to binpack's catalog: their GPUs are 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from benchmarks.cluster import Choice, Task
@@ -87,6 +89,22 @@ class GpupackNoContention(Gpupack):
 
     name = "gpupack-no-contention"
     policy = ScorePolicy(contention=0.0)
+
+
+class GpupackNoShapes(Gpupack):
+    """Ablation: contention from model selectors only, not from multi-GPU classes that only a few
+    nodes are big enough for (mix.shaped)."""
+
+    name = "gpupack-no-shapes"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self._flat: tuple[Mix, Mix] | None = None  # (learned, without shapes): scoring caches are per mix
+
+    def scoring_mix(self, d: Demand, mix: Mix) -> Mix:
+        if self._flat is None or self._flat[0] is not mix:
+            self._flat = (mix, dataclasses.replace(mix, shaped=()))
+        return self._flat[1]
 
 
 class GpupackNoPairing(Gpupack):
