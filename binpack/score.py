@@ -103,6 +103,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         return _scores(n, rows, _mig_value(v, fitted, rows), choice)
     taken: np.ndarray | None = None
     flat: np.ndarray | None = None
+    slot_model: np.ndarray | None = None
     old: np.ndarray | int = 0
     new: np.ndarray | int = 0
     gone: np.ndarray | int = 0
@@ -133,8 +134,8 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         old = xi.take(flat).astype(np.int32)
         new = np.maximum(old - d.compute_milli, 0)
         gone = old - new
-        allowed = [v.s.model_ok(g.models).take(rows, axis=0).T.take(flat) if g.models else None
-                   for g in groups(mix)]
+        slot_model = v.s.model.take(rows * v.s.k + g_at)  # the chosen GPU's model (never -1: it fits)
+        allowed = [_of_models(v.s, g.models).take(slot_model) if g.models else None for g in groups(mix)]
     if len(mix):
         cpu, hmem = v.cpu_free.take(rows), v.hmem_free.take(rows)
         b = policy.balance
@@ -151,7 +152,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
             left = np.asarray(new)
             growth += policy.pairing * (~planned_gaps(mix).take(left)) * left
         if policy.contention and (mix.restricted or mix.shaped) and d.kind is not DemandKind.NONE:
-            growth += policy.contention * _contention_growth(v, mix, rows, v.s.k, taken, flat, gone)
+            growth += policy.contention * _contention_growth(v, mix, rows, taken, slot_model, gone)
         vals = _bucket(growth, policy)
     else:
         vals = np.zeros(len(rows))
@@ -239,8 +240,8 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     return want
 
 
-def _contention_growth(v: View, mix: Mix, rows: np.ndarray, k: int, taken: np.ndarray | None,
-                       flat: np.ndarray | None, gone: np.ndarray | int) -> np.ndarray:
+def _contention_growth(v: View, mix: Mix, rows: np.ndarray, taken: np.ndarray | None,
+                       slot_model: np.ndarray | None, gone: np.ndarray | int) -> np.ndarray:
     """Milli taken from each model times its contention, per row: O(R) per contended model."""
     con = contention(v, mix)
     if taken is not None:  # whole GPUs: count the taken ones of each contended model
@@ -249,9 +250,17 @@ def _contention_growth(v: View, mix: Mix, rows: np.ndarray, k: int, taken: np.nd
             bits = v.s.model_bits(frozenset({v.s.models[m]})).take(rows)
             out += con[m] * FULL_MILLI * np.bitwise_count(taken & bits)
         return out
-    assert flat is not None  # a share: the model of the chosen slot (flat indexes the (K, R) layout)
-    slot = flat // len(rows)
-    return con.take(v.s.model.take(rows * k + slot)) * gone
+    assert slot_model is not None  # a share: the model of the chosen GPU
+    return con.take(slot_model) * gone
+
+
+def _of_models(s: Static, models: frozenset[str]) -> np.ndarray:
+    """(M,) bool per model id of the snapshot: whether it is one of `models`."""
+    key = ("of_models", models)
+    hit = s.cache.get(key)
+    if hit is None:
+        hit = s.cache[key] = np.asarray([m in models for m in s.models], bool)
+    return hit
 
 
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:
