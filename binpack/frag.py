@@ -137,8 +137,6 @@ def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.nda
     return lost(stats(v, rows, x.T.astype(np.int16, order="C"), mix), cpu, hmem, mix)
 
 
-
-
 @dataclass(eq=False)
 class _Current:
     """Per (mix, cluster): every node's stats and loss (per balance weight) as of the inputs kept

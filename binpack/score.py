@@ -102,7 +102,6 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
     if d.kind is DemandKind.MIG:
         return _scores(n, rows, _mig_value(v, fitted, rows), choice)
     taken: np.ndarray | None = None
-    flat: np.ndarray | None = None
     slot_model: np.ndarray | None = None
     old: np.ndarray | int = 0
     new: np.ndarray | int = 0
@@ -135,7 +134,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         new = np.maximum(old - d.compute_milli, 0)
         gone = old - new
         slot_model = v.s.model.take(rows * v.s.k + g_at)  # the chosen GPU's model (never -1: it fits)
-        allowed = [_of_models(v.s, g.models).take(slot_model) if g.models else None for g in groups(mix)]
+        allowed = [v.s.model_mask(g.models).take(slot_model) if g.models else None for g in groups(mix)]
     if len(mix):
         cpu, hmem = v.cpu_free.take(rows), v.hmem_free.take(rows)
         b = policy.balance
@@ -206,7 +205,7 @@ def contention(v: View, mix: Mix) -> np.ndarray:
         cap = np.bincount(s.model[s.plain].ravel(), minlength=len(s.models)).astype(np.float64)
         want = np.zeros(len(s.models))
         for models, share in mix.restricted:
-            ok = cap * np.asarray([m in models for m in s.models], np.float64)
+            ok = cap * s.model_mask(models)
             if ok.sum() > 0:
                 want += share * ok / ok.sum()
         want += _shaped_want(s, mix, cap)
@@ -252,15 +251,6 @@ def _contention_growth(v: View, mix: Mix, rows: np.ndarray, taken: np.ndarray | 
         return out
     assert slot_model is not None  # a share: the model of the chosen GPU
     return con.take(slot_model) * gone
-
-
-def _of_models(s: Static, models: frozenset[str]) -> np.ndarray:
-    """(M,) bool per model id of the snapshot: whether it is one of `models`."""
-    key = ("of_models", models)
-    hit = s.cache.get(key)
-    if hit is None:
-        hit = s.cache[key] = np.asarray([m in models for m in s.models], bool)
-    return hit
 
 
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:

@@ -65,6 +65,14 @@ class Static:
         """(K,) int64: the bit of each GPU slot in a node's bit set."""
         return np.left_shift(np.int64(1), np.arange(self.k, dtype=np.int64))
 
+    def model_mask(self, models: frozenset[str]) -> np.ndarray:
+        """(M,) bool per model id of the cluster: whether it is one of `models`."""
+        key = ("model_mask", models)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = _frozen(np.asarray([m in models for m in self.models], bool))
+        return hit
+
     def model_ok(self, models: frozenset[str]) -> np.ndarray:
         """(N,K) mask of valid, healthy GPUs of an allowed model (any model when empty)."""
         key = ("model_ok", models)
@@ -72,8 +80,7 @@ class Static:
         if hit is None:
             base = self.valid & self.healthy
             if models:
-                allowed = [i for i, m in enumerate(self.models) if m in models]
-                base = base & np.isin(self.model, np.asarray(allowed, dtype=np.int16))
+                base = base & np.isin(self.model, np.flatnonzero(self.model_mask(models)).astype(np.int16))
             hit = self.cache[key] = _frozen(base)
         return hit
 
