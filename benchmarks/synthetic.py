@@ -127,6 +127,10 @@ class SyntheticResult:
     best_links_pct: float  # multi-GPU placements on the best free link set of their node
     nvlinked_pct: float  # multi-GPU placements whose GPUs are all NVLinked pairwise
     group_success_pct: float
+    # whole-GPU asks (jobs and pod groups) refused while the cluster had at least that many whole GPUs
+    # free: refused for fragmentation (GPUs scattered, or beside no CPU), not for want of capacity
+    room_refused_pct: float  # of all GPUs asked by whole-GPU items
+    groups_room_refused_pct: float  # of pod groups
     decision_ms: float
 
 
@@ -203,16 +207,30 @@ def book(chooser: Chooser, snap: Snapshot, item: Item
 
 
 def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) -> SyntheticResult:
-    """Place the seeded workload with one policy; measure allocation, links and gang success."""
+    """Place the seeded workload with one policy; measure allocation, links, gang success and the
+    whole-GPU asks refused although enough whole GPUs were free (fragmentation's own refusals: at
+    load > 1 some refusals are capacity's, and which arrivals they hit says nothing of the policy)."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}: known {', '.join(POLICIES)}")
     snap = Snapshot.build(nodes)
     chooser = Chooser(policy, seed)
     capacity = sum(len(n.gpus) for n in nodes) * 1000
     got = asked = failed = multi = best_links = linked = groups = groups_ok = decisions = 0
-    start = time.perf_counter()
+    whole_asked = room_refused = groups_room_refused = 0
+    seconds = 0.0
     for item in make_workload(nodes, seed, load):
+        whole = sum(d.count for d in item.members if d.kind is DemandKind.WHOLE)
+        if whole:
+            with snap.read() as v:
+                free = int(np.bitwise_count(v.whole_bits).sum())  # whole GPUs free, any model
+        start = time.perf_counter()
         snap, booked, links = book(chooser, snap, item)
+        seconds += time.perf_counter() - start
+        if whole and all(d.kind is DemandKind.WHOLE for d in item.members):
+            whole_asked += whole
+            refused_with_room = not booked and free >= whole
+            room_refused += whole * refused_with_room
+            groups_room_refused += refused_with_room and len(item.members) > 1
         decisions += len(item.members)
         multi += len(links)
         best_links += sum(best for best, _ in links)
@@ -224,8 +242,8 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
         if len(item.members) > 1:
             groups += 1
             groups_ok += int(bool(booked))
-    seconds = time.perf_counter() - start
     return SyntheticResult(
         policy, seed, len(nodes), round(100 * got / capacity, 2), round(100 * failed / max(asked, 1), 2),
         round(100 * best_links / max(multi, 1), 1), round(100 * linked / max(multi, 1), 1),
-        round(100 * groups_ok / max(groups, 1), 1), round(1000 * seconds / max(decisions, 1), 2))
+        round(100 * groups_ok / max(groups, 1), 1), round(100 * room_refused / max(whole_asked, 1), 2),
+        round(100 * groups_room_refused / max(groups, 1), 1), round(1000 * seconds / max(decisions, 1), 2))

@@ -42,7 +42,7 @@ from binpack.frag import current, groups, lost, moved
 from binpack.mix import Mix
 from binpack.plan import planned_gaps
 from binpack.snapshot import Static, View
-from binpack.tables import per_board
+from binpack.tables import cliques, per_board
 from binpack.topology import best_set, set_score
 from binpack.types import Demand, DemandKind, Topology
 
@@ -219,7 +219,7 @@ def contention(v: View, mix: Mix) -> np.ndarray:
     return hit.value
 
 
-SHAPED_HOSTS = 0.25  # at most this share of the cluster's GPUs can host a class: it is restricted
+SHAPED_HOSTS = 1 / 3  # at most this share of the cluster's GPUs can host a class: it is restricted
 
 
 def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
@@ -231,8 +231,14 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     if not mix.shaped:
         return want
     per_model = np.stack([((s.model == m) & s.plain).sum(axis=1) for m in range(len(s.models))])  # (M, N)
+    linked: np.ndarray | None = None
     for c, share in mix.shaped:
-        host = (per_model >= c.count) & (s.cpu_total >= c.cpu_milli) & (s.hmem_total >= c.host_memory_mib)
+        enough = per_model
+        if c.nvlink:  # the largest all-NVLinked set of one model's plain GPUs on the empty board
+            if linked is None:
+                linked = np.stack([cliques(s, s.model_bits(frozenset({name}))) for name in s.models])
+            enough = linked
+        host = (enough >= c.count) & (s.cpu_total >= c.cpu_milli) & (s.hmem_total >= c.host_memory_mib)
         ok = (per_model * host).sum(axis=1).astype(np.float64)
         if 0 < ok.sum() <= SHAPED_HOSTS * cap.sum():
             want += share * ok / ok.sum()

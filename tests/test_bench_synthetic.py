@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.synthetic import Chooser, Item, book, make_cluster, make_workload, run_synthetic
-from binpack import Demand, Snapshot, Topology
+from benchmarks import synthetic
+from benchmarks.synthetic import POLICIES, Chooser, Item, book, make_cluster, make_workload, run_synthetic
+from binpack import Demand, Gpu, Node, Snapshot, Topology
+from binpack.topology import pcie_only
 
 
 def test_cluster_mixes_the_five_kinds() -> None:
@@ -49,3 +51,17 @@ def test_run_reports_percentages() -> None:
     assert 0 < r.allocated_pct <= 100 and 0 <= r.group_success_pct <= 100 and r.best_links_pct > 0
     with pytest.raises(ValueError, match="policy"):
         run_synthetic("nope", make_cluster(5), 1)
+
+
+def test_refusals_with_room_are_told_from_refusals_for_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two 4-GPU nodes: two 3-GPU jobs leave one free GPU on each. A 2-GPU job is then refused
+    although 2 GPUs are free (fragmentation); a 4-GPU group after it is refused for capacity."""
+    nv, pc = pcie_only(4)
+    nodes = [Node(n, tuple(Gpu(g, "T4") for g in range(4)), 48_000, 192_000, nv, pc) for n in ("a", "b")]
+    items = [Item("train-0", (Demand.whole(3),)), Item("train-1", (Demand.whole(3),)),
+             Item("train-2", (Demand.whole(2),)), Item("group-3", (Demand.whole(2), Demand.whole(2)))]
+    monkeypatch.setattr(synthetic, "make_workload", lambda *_: items)
+    for policy in POLICIES:
+        r = synthetic.run_synthetic(policy, nodes, 1)
+        assert r.room_refused_pct == round(100 * 2 / 12, 2) and r.groups_room_refused_pct == 0
+        assert r.group_success_pct == 0 and r.allocated_pct == 75

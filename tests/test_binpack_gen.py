@@ -128,9 +128,11 @@ def demands(draw: st.DrawFn, max_count: int = 4) -> Demand:
 def mixes(draw: st.DrawFn) -> Mix:
     classes = draw(st.lists(st.tuples(st.integers(1, 4), st.sampled_from((100, 250, 500, 1000)),
                                       st.sampled_from((0, 4_000)), st.sampled_from((0, 16_000)),
-                                      st.sets(st.sampled_from(MODELS), max_size=2), st.integers(1, 5)),
+                                      st.sets(st.sampled_from(MODELS), max_size=2), st.integers(1, 5),
+                                      st.booleans()),
                             max_size=4))
-    return Mix.of((TaskClass(c, m, cpu, mem, frozenset(models)), float(w)) for c, m, cpu, mem, models, w in classes)
+    return Mix.of((TaskClass(c, m, cpu, mem, frozenset(models), linked and c > 1), float(w))
+                  for c, m, cpu, mem, models, w, linked in classes)
 
 
 @st.composite

@@ -6,6 +6,8 @@ state before, a rank table for a share's GPU); these tests recompute every numbe
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -16,7 +18,7 @@ from binpack import Demand, DemandKind, Gpu, Mix, MixLearner, Node, Snapshot, Ta
 from binpack.catalog import FULL_MILLI
 from binpack.frag import frag
 from binpack.score import MAX_SCORE, ScorePolicy
-from binpack.types import MigMode
+from binpack.types import MigMode, Topology
 
 
 def plain_frag(nodes: list[Node], x: list[list[int]], cpu: list[int], hmem: list[int], mix: Mix) -> list[float]:
@@ -66,15 +68,20 @@ def plain_contention(snap: Snapshot, mix: Mix) -> dict[str, float]:
         for m in models:
             if cap.get(m) and room:
                 want[m] += share * cap[m] / room
-    for c, share in mix.shaped:  # multi-GPU classes that only a few nodes (<= 25% of GPUs) can host
+    for c, share in mix.shaped:  # multi-GPU classes that only a few nodes (<= 1/3 of GPUs) can host
         hosts: dict[str, int] = {}
         for i, n in enumerate(nodes):
             for m in {mm for mm, ii, _ in plain if ii == i}:
-                mine = sum(1 for mm, ii, _ in plain if ii == i and mm == m)
-                if mine >= c.count and n.cpu_milli >= c.cpu_milli and n.memory_mib >= c.host_memory_mib:
-                    hosts[m] = hosts.get(m, 0) + mine
+                mine = [k for mm, ii, k in plain if ii == i and mm == m]
+                # an NVLink class needs that many of them NVLinked pairwise: the largest such subset
+                big = len(mine)
+                if c.nvlink:
+                    big = max(len(sub) for r in range(len(mine) + 1) for sub in itertools.combinations(mine, r)
+                              if all(n.nvlink[a][b] > 0 for a, b in itertools.combinations(sub, 2)))
+                if big >= c.count and n.cpu_milli >= c.cpu_milli and n.memory_mib >= c.host_memory_mib:
+                    hosts[m] = hosts.get(m, 0) + len(mine)
         room = sum(hosts.values())
-        if 0 < room <= 0.25 * sum(cap.values()):
+        if 0 < room <= sum(cap.values()) / 3:
             for m, k in hosts.items():
                 want[m] += share * k / room
     with snap.read() as v:
@@ -272,6 +279,33 @@ def test_contention_keeps_pods_off_the_only_nodes_big_enough_for_a_class() -> No
     # a class most nodes can host (8 GPUs, 32 cores) is not restricted: no contention from it
     wide = Mix.of([(TaskClass(1, FULL_MILLI, 4_000), 1.0), (TaskClass(8, FULL_MILLI, 32_000), 1.0)])
     assert wide.shaped and snap.names[int(np.argmax(score(fit(snap, d), wide).value))] == "big"
+
+
+def test_contention_keeps_pods_off_the_only_boards_with_a_large_enough_nvlink_set() -> None:
+    """8-GPU NVLink jobs fit only the NVSwitch node (8 of 24 GPUs): the DGX-1 nodes have 8 GPUs but
+    no 8 NVLinked pairwise. The class is too rare for the mix's coverage cut, so FGD's measure never
+    sees it: a 1-GPU pod goes to a DGX-1 node although the NVSwitch node comes first. The same jobs
+    without the NVLink requirement fit every node: no contention, and the first node. (Contention
+    is per GPU model: it tells an H100 board from a V100 board, not two boards of one model.)"""
+    from binpack.topology import dgx1_v100, nvswitch
+
+    sw, sw_pc = nvswitch(8, 18)
+    cube, cube_pc = dgx1_v100()
+    nodes = [Node("switch", tuple(Gpu(i, "H100-SXM5-80GB") for i in range(8)), 224_000, 2_000_000, sw, sw_pc),
+             *(Node(f"cube-{j}", tuple(Gpu(i, "V100-SXM2-32GB") for i in range(8)), 224_000, 2_000_000, cube, cube_pc)
+               for j in range(2))]
+    snap = Snapshot.build(nodes)
+    d = Demand.whole(1, cpu_milli=4_000)
+    for topology, first in ((Topology.NVLINK, False), (Topology.BEST_EFFORT, True)):
+        learner = MixLearner()
+        for _ in range(2):
+            learner.observe(Demand.whole(8, topology=topology, cpu_milli=32_000))
+        for _ in range(60):
+            learner.observe(d)
+        mix = learner.mix()
+        ((cls, _),) = mix.shaped
+        assert cls.nvlink is (topology is Topology.NVLINK) and all(c.count == 1 for c in mix.classes)
+        assert (snap.names[int(np.argmax(score(fit(snap, d), mix).value))] == "switch") is first
 
 
 def test_pairing_plan_and_its_charge() -> None:
