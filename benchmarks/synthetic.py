@@ -126,6 +126,7 @@ class SyntheticResult:
     failed_pct: float  # of GPU milli asked
     best_links_pct: float  # multi-GPU placements on the best free link set of their node
     nvlinked_pct: float  # multi-GPU placements whose GPUs are all NVLinked pairwise
+    nvlink_placed_pct: float  # jobs that require NVLink (all GPUs pairwise linked): placed, of asked
     group_success_pct: float
     # whole-GPU asks (jobs and pod groups) refused while the cluster had at least that many whole GPUs
     # free: refused for fragmentation (GPUs scattered, or beside no CPU), not for want of capacity
@@ -216,7 +217,7 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
     chooser = Chooser(policy, seed)
     capacity = sum(len(n.gpus) for n in nodes) * 1000
     got = asked = failed = multi = best_links = linked = groups = groups_ok = decisions = 0
-    whole_asked = room_refused = groups_room_refused = 0
+    whole_asked = room_refused = groups_room_refused = nvlink_asked = nvlink_placed = 0
     seconds = 0.0
     for item in make_workload(nodes, seed, load):
         whole = sum(d.count for d in item.members if d.kind is DemandKind.WHOLE)
@@ -226,6 +227,9 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
         start = time.perf_counter()
         snap, booked, links = book(chooser, snap, item)
         seconds += time.perf_counter() - start
+        if any(d.topology is Topology.NVLINK for d in item.members):
+            nvlink_asked += 1
+            nvlink_placed += bool(booked)
         if whole and all(d.kind is DemandKind.WHOLE for d in item.members):
             whole_asked += whole
             refused_with_room = not booked and free >= whole
@@ -245,5 +249,6 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
     return SyntheticResult(
         policy, seed, len(nodes), round(100 * got / capacity, 2), round(100 * failed / max(asked, 1), 2),
         round(100 * best_links / max(multi, 1), 1), round(100 * linked / max(multi, 1), 1),
-        round(100 * groups_ok / max(groups, 1), 1), round(100 * room_refused / max(whole_asked, 1), 2),
+        round(100 * nvlink_placed / max(nvlink_asked, 1), 1), round(100 * groups_ok / max(groups, 1), 1),
+        round(100 * room_refused / max(whole_asked, 1), 2),
         round(100 * groups_room_refused / max(groups, 1), 1), round(1000 * seconds / max(decisions, 1), 2))

@@ -17,6 +17,7 @@ from benchmarks.synthetic import POLICIES, SyntheticResult, make_cluster, run_sy
 
 FIELDS = (("allocated_pct", "GPU allocated %"), ("failed_pct", "GPU asked, refused %"),
           ("best_links_pct", "multi-GPU on best links %"), ("nvlinked_pct", "multi-GPU all NVLinked %"),
+          ("nvlink_placed_pct", "NVLink-required jobs placed %"),
           ("group_success_pct", "pod groups placed %"),
           ("room_refused_pct", "whole-GPU asks refused with room %"),
           ("groups_room_refused_pct", "pod groups refused with room %"), ("decision_ms", "ms/pod"))

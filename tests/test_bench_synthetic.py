@@ -64,4 +64,4 @@ def test_refusals_with_room_are_told_from_refusals_for_capacity(monkeypatch: pyt
     for policy in POLICIES:
         r = synthetic.run_synthetic(policy, nodes, 1)
         assert r.room_refused_pct == round(100 * 2 / 12, 2) and r.groups_room_refused_pct == 0
-        assert r.group_success_pct == 0 and r.allocated_pct == 75
+        assert r.group_success_pct == 0 and r.allocated_pct == 75 and r.nvlink_placed_pct == 0
