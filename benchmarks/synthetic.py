@@ -7,8 +7,10 @@ until the GPU request reaches `load` x capacity. Every policy books through binp
 placement is valid); they differ in the node and device choice:
 - gpupack: fit -> score against the learned mix -> place, as the extender does;
 - fgd: the same path scored by FGD's rule alone (FGD's bucket width, without gpupack's balance,
-  contention and pairing terms), members of a pod group one by one: FGD where FGD has no rule of
-  its own;
+  contention and pairing terms) against FGD's typical pods (the mix's frequent classes up to the
+  coverage cut, without the multi-GPU classes gpupack keeps past it), members of a pod group one
+  by one: FGD where FGD has no rule of its own;
+- gpupack-no-contention, gpupack-cut-multi (when named): gpupack with one idea left out;
 - first-fit / random: the first / a random node where the demand fits, then the naive devices
   (the lowest free GPU indices, the first GPU a share fits on; MIG and NVLink-required sets use
   binpack's placement, the only valid choice a naive scheduler could make there).
@@ -31,6 +33,10 @@ from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_onl
 from binpack.types import Gpu, MigMode, Node
 
 POLICIES = ("gpupack", "fgd", "first-fit", "random")
+# gpupack with one idea left out (run when named): contention (by selector, shape and NVLink), and
+# the multi-GPU classes kept in the mix past FGD's coverage cut
+ABLATIONS = {"gpupack-no-contention": (ScorePolicy(contention=0.0), True),
+             "gpupack-cut-multi": (ScorePolicy(), False)}
 FGD_RULE = ScorePolicy(bucket_milli=1000.0, balance=0.0, contention=0.0, pairing=0.0)
 KINDS = (("dgx-h100", 0.2), ("dgx1-v100", 0.2), ("a100-mig", 0.2), ("t4", 0.2), ("l4", 0.2))
 
@@ -141,11 +147,13 @@ class Chooser:
     def __init__(self, policy: str, seed: int) -> None:
         self.policy = policy
         self.rng = np.random.default_rng([seed, 3])
-        self.learner = MixLearner()
+        self.rule, keep_multi = ABLATIONS.get(policy, (FGD_RULE if policy == "fgd" else ScorePolicy(), policy != "fgd"))
+        self.learner = MixLearner(keep_multi=keep_multi)  # FGD: its typical pods, the coverage cut alone
+        self.scored = policy == "fgd" or policy.startswith("gpupack")
 
     def group(self, snap: Snapshot, members: tuple[Demand, ...]) -> tuple[Placement, ...] | None:
         """gpupack's plan for a whole pod group (empty: it does not fit); None: place one by one."""
-        if self.policy != "gpupack":
+        if not self.scored or self.policy == "fgd":
             return None
         for d in members:
             self.learner.observe(d)
@@ -157,11 +165,10 @@ class Chooser:
         rows = np.flatnonzero(verdict.fits)
         if not len(rows):
             return None
-        if self.policy in ("gpupack", "fgd"):
+        if self.scored:
             self.learner.observe(d)
             mix = self.learner.mix()
-            rule = FGD_RULE if self.policy == "fgd" else ScorePolicy()
-            best = int(np.argmax(gp_score(verdict, mix, policy=rule).value))
+            best = int(np.argmax(gp_score(verdict, mix, policy=self.rule).value))
             return place(snap, d, snap.names[best], mix)
         i = int(rows[0] if self.policy == "first-fit" else rows[self.rng.integers(len(rows))])
         p = place(snap, d, snap.names[i])
@@ -211,8 +218,8 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
     """Place the seeded workload with one policy; measure allocation, links, gang success and the
     whole-GPU asks refused although enough whole GPUs were free (fragmentation's own refusals: at
     load > 1 some refusals are capacity's, and which arrivals they hit says nothing of the policy)."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy {policy!r}: known {', '.join(POLICIES)}")
+    if policy not in POLICIES and policy not in ABLATIONS:
+        raise ValueError(f"policy {policy!r}: known {', '.join((*POLICIES, *ABLATIONS))}")
     snap = Snapshot.build(nodes)
     chooser = Chooser(policy, seed)
     capacity = sum(len(n.gpus) for n in nodes) * 1000

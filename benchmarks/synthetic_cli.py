@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from benchmarks.synthetic import POLICIES, SyntheticResult, make_cluster, run_synthetic
+from benchmarks.synthetic import ABLATIONS, POLICIES, SyntheticResult, make_cluster, run_synthetic
 
 FIELDS = (("allocated_pct", "GPU allocated %"), ("failed_pct", "GPU asked, refused %"),
           ("best_links_pct", "multi-GPU on best links %"), ("nvlinked_pct", "multi-GPU all NVLinked %"),
@@ -37,15 +37,16 @@ def table(results: list[SyntheticResult], nodes: int, load: float) -> Table:
 def synthetic(
     nodes: Annotated[int, typer.Option(help="cluster size (split across the five node kinds)")] = 200,
     seeds: Annotated[int, typer.Option(help="number of seeds: 42, 43, ...")] = 3,
-    policies: Annotated[str, typer.Option(help=f"comma-separated: {', '.join(POLICIES)}")] = ",".join(POLICIES),
+    policies: Annotated[str, typer.Option(help=f"comma-separated: {', '.join((*POLICIES, *ABLATIONS))}")] = ",".join(
+        POLICIES),
     load: Annotated[float, typer.Option(help="GPU request of the workload as a fraction of capacity")] = 1.1,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON here")] = None,
 ) -> None:
     """Generated NVSwitch/cube-mesh/MIG/PCIe clusters; multi-GPU, share, MIG and pod-group workloads."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    bad = [p for p in names if p not in POLICIES]
+    bad = [p for p in names if p not in POLICIES and p not in ABLATIONS]
     if bad or not names or seeds < 1 or load <= 0:
-        raise typer.BadParameter(f"policies from {', '.join(POLICIES)}, seeds >= 1, load > 0")
+        raise typer.BadParameter(f"policies from {', '.join((*POLICIES, *ABLATIONS))}, seeds >= 1, load > 0")
     try:
         cluster = make_cluster(nodes)
     except ValueError as e:

@@ -121,10 +121,13 @@ class MixLearner:
 
     The Mix is rebuilt when a new class appears or every `refresh_every` observations, so scoring
     reuses its per-mix tables between pods. `max_classes` and `coverage` keep the frequent classes
-    only, so scoring stays O(classes x GPUs)."""
+    only, so scoring stays O(classes x GPUs); with `keep_multi`, every multi-GPU class is kept too
+    (up to `max_classes`): an 8-GPU job may be 3% of pods and 15% of the GPUs asked for, and below
+    the cut FGD's measure lets 1-GPU pods scatter over the only nodes it fits."""
 
     def __init__(self, decay: float = 0.9995, prior: Mix | None = None, prior_weight: float = 200.0,
-                 max_classes: int = 24, coverage: float = 0.95, refresh_every: int = 64) -> None:
+                 max_classes: int = 24, coverage: float = 0.95, refresh_every: int = 64,
+                 keep_multi: bool = True) -> None:
         if not 0 < decay <= 1:
             raise ValueError(f"decay: must be in (0, 1], got {decay}")
         if max_classes < 1:
@@ -137,6 +140,7 @@ class MixLearner:
         self.max_classes = max_classes
         self.coverage = coverage
         self.refresh_every = refresh_every
+        self.keep_multi = keep_multi
         self._w: dict[TaskClass, float] = {}
         self._mem: dict[TaskClass, float] = {}  # weighted host memory, for each class's mean
         self._vol: dict[frozenset[str], float] = {}  # weighted GPU milli per set of models
@@ -193,6 +197,10 @@ class MixLearner:
                     break
                 kept.append((self._with_memory(c, w), w))
                 acc += w
+            if self.keep_multi:  # rare by count, large by volume, and the first that scattering strands
+                have = {k for k, _ in kept}
+                kept += [(m, w) for c, w in gpu if c.count > 1 and (m := self._with_memory(c, w)) not in have][
+                    : max(self.max_classes - len(kept), 0)]
             shaped = [(self._with_memory(c, w), w * c.count * c.milli) for c, w in gpu if c.count > 1]
             self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items(),
                                   shares=self._sizes.items(), shaped=shaped)

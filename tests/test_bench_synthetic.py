@@ -51,6 +51,9 @@ def test_run_reports_percentages() -> None:
     assert 0 < r.allocated_pct <= 100 and 0 <= r.group_success_pct <= 100 and r.best_links_pct > 0
     with pytest.raises(ValueError, match="policy"):
         run_synthetic("nope", make_cluster(5), 1)
+    for ablation in synthetic.ABLATIONS:
+        assert run_synthetic(ablation, make_cluster(10), 42).allocated_pct > 0
+    assert Chooser("fgd", 1).learner.keep_multi is False and Chooser("gpupack", 1).learner.keep_multi
 
 
 def test_refusals_with_room_are_told_from_refusals_for_capacity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -205,16 +205,19 @@ def test_packing_prefers_the_node_that_stays_usable() -> None:
 
 def test_learner_keeps_restricted_volume_and_class_memory() -> None:
     """A rare model-restricted class falls out of the classes (coverage) but not out of `restricted`;
-    classes carry their pods' mean host memory."""
-    learner = MixLearner(decay=1.0, coverage=0.9)
-    for i in range(95):
-        learner.observe(Demand.whole(1, cpu_milli=4_000, host_memory_mib=10_000 + 2_000 * (i % 2)))
-    for _ in range(5):
-        learner.observe(Demand.whole(2, models=frozenset({"T4"})))
-    mix = learner.mix()
-    assert [c.models for c in mix.classes] == [frozenset()]
-    assert mix.classes[0].host_memory_mib == round((48 * 10_000 + 47 * 12_000) / 95)
-    assert mix.restricted == ((frozenset({"T4"}), pytest.approx(10 / 105)),)
+    classes carry their pods' mean host memory. A rare multi-GPU class stays a class (keep_multi)
+    unless the learner keeps only FGD's coverage cut."""
+    for keep_multi in (False, True):
+        learner = MixLearner(decay=1.0, coverage=0.9, keep_multi=keep_multi)
+        for i in range(95):
+            learner.observe(Demand.whole(1, cpu_milli=4_000, host_memory_mib=10_000 + 2_000 * (i % 2)))
+        for _ in range(5):
+            learner.observe(Demand.whole(2, models=frozenset({"T4"})))
+        learner.observe(Demand.share(100, 250))  # rare, one GPU: cut either way
+        mix = learner.mix()
+        assert [c.models for c in mix.classes] == [frozenset()] + [frozenset({"T4"})] * keep_multi
+        assert mix.classes[0].host_memory_mib == round((48 * 10_000 + 47 * 12_000) / 95)
+        assert mix.restricted == ((frozenset({"T4"}), pytest.approx(10 / 105.25)),)
 
 
 def _two_kinds(t4_cpu: int) -> Snapshot:
@@ -261,7 +264,7 @@ def test_contention_keeps_pods_off_the_only_nodes_big_enough_for_a_class() -> No
     small = [Node(f"small-{j}", tuple(Gpu(i, "A100-SXM4-80GB") for i in range(8)), 64_000, 512 * 1024)
              for j in range(4)]
     snap = Snapshot.build([big, *small])
-    learner = MixLearner()
+    learner = MixLearner(keep_multi=False)  # contention alone: the measure does not see the class
     for _ in range(2):
         learner.observe(Demand.whole(8, cpu_milli=120_000, host_memory_mib=600 * 1024))
     for _ in range(60):
@@ -297,7 +300,7 @@ def test_contention_keeps_pods_off_the_only_boards_with_a_large_enough_nvlink_se
     snap = Snapshot.build(nodes)
     d = Demand.whole(1, cpu_milli=4_000)
     for topology, first in ((Topology.NVLINK, False), (Topology.BEST_EFFORT, True)):
-        learner = MixLearner()
+        learner = MixLearner(keep_multi=False)  # contention alone: the measure does not see the class
         for _ in range(2):
             learner.observe(Demand.whole(8, topology=topology, cpu_milli=32_000))
         for _ in range(60):

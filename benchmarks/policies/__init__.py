@@ -11,6 +11,7 @@ from benchmarks.policies.gpu_packing import GpuPacking
 from benchmarks.policies.gpupack import (
     Gpupack,
     GpupackCpuOnlyUnscored,
+    GpupackCutMulti,
     GpupackExact,
     GpupackFgdBuckets,
     GpupackNoBalance,
@@ -36,6 +37,7 @@ ABLATIONS: dict[str, Factory] = {
     "gpupack-no-contention": GpupackNoContention,
     "gpupack-no-pairing": GpupackNoPairing,
     "gpupack-no-shapes": GpupackNoShapes,
+    "gpupack-cut-multi": GpupackCutMulti,
     "gpupack-cpu-only-unscored": GpupackCpuOnlyUnscored,
     "gpupack-exact": GpupackExact,
     "gpupack-fgd-buckets": GpupackFgdBuckets,

@@ -107,6 +107,17 @@ class GpupackNoShapes(Gpupack):
         return self._flat[1]
 
 
+class GpupackCutMulti(Gpupack):
+    """Ablation: the mix keeps only its frequent classes (FGD's coverage cut), not also every
+    multi-GPU class (MixLearner keep_multi)."""
+
+    name = "gpupack-cut-multi"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.learner = MixLearner(keep_multi=False)
+
+
 class GpupackNoPairing(Gpupack):
     """Ablation: without the pairing term (gaps no pattern of the mix's plan passes through)."""
 
