@@ -147,13 +147,14 @@ class Chooser:
     def __init__(self, policy: str, seed: int) -> None:
         self.policy = policy
         self.rng = np.random.default_rng([seed, 3])
-        self.rule, keep_multi = ABLATIONS.get(policy, (FGD_RULE if policy == "fgd" else ScorePolicy(), policy != "fgd"))
+        self.gpupack = policy.startswith("gpupack")
+        self.scored = self.gpupack or policy == "fgd"
+        self.rule, keep_multi = ABLATIONS.get(policy, (ScorePolicy(), True) if self.gpupack else (FGD_RULE, False))
         self.learner = MixLearner(keep_multi=keep_multi)  # FGD: its typical pods, the coverage cut alone
-        self.scored = policy == "fgd" or policy.startswith("gpupack")
 
     def group(self, snap: Snapshot, members: tuple[Demand, ...]) -> tuple[Placement, ...] | None:
         """gpupack's plan for a whole pod group (empty: it does not fit); None: place one by one."""
-        if not self.scored or self.policy == "fgd":
+        if not self.gpupack:
             return None
         for d in members:
             self.learner.observe(d)
@@ -227,7 +228,7 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
     whole_asked = room_refused = groups_room_refused = nvlink_asked = nvlink_placed = 0
     seconds = 0.0
     for item in make_workload(nodes, seed, load):
-        whole = sum(d.count for d in item.members if d.kind is DemandKind.WHOLE)
+        whole = sum(d.count for d in item.members) if all(d.kind is DemandKind.WHOLE for d in item.members) else 0
         if whole:
             with snap.read() as v:
                 free = int(np.bitwise_count(v.whole_bits).sum())  # whole GPUs free, any model
@@ -237,7 +238,7 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
         if any(d.topology is Topology.NVLINK for d in item.members):
             nvlink_asked += 1
             nvlink_placed += bool(booked)
-        if whole and all(d.kind is DemandKind.WHOLE for d in item.members):
+        if whole:
             whole_asked += whole
             refused_with_room = not booked and free >= whole
             room_refused += whole * refused_with_room

@@ -191,16 +191,16 @@ class MixLearner:
             w0 = self._w.get(_CPU_ONLY, 0.0)
             gpu = sorted(((c, w) for c, w in self._w.items() if c != _CPU_ONLY), key=lambda kv: -kv[1])
             total, acc = sum(w for _, w in gpu) + w0, w0
-            kept: list[tuple[TaskClass, float]] = []
+            chosen: list[tuple[TaskClass, float]] = []
             for c, w in gpu[: self.max_classes]:  # the most frequent, up to `coverage` of all tasks
-                if kept and acc >= self.coverage * total:
+                if chosen and acc >= self.coverage * total:
                     break
-                kept.append((self._with_memory(c, w), w))
+                chosen.append((c, w))
                 acc += w
             if self.keep_multi:  # rare by count, large by volume, and the first that scattering strands
-                have = {k for k, _ in kept}
-                kept += [(m, w) for c, w in gpu if c.count > 1 and (m := self._with_memory(c, w)) not in have][
-                    : max(self.max_classes - len(kept), 0)]
+                rest = [(c, w) for c, w in gpu[len(chosen):] if c.count > 1]
+                chosen += rest[: max(self.max_classes - len(chosen), 0)]
+            kept = [(self._with_memory(c, w), w) for c, w in chosen]
             shaped = [(self._with_memory(c, w), w * c.count * c.milli) for c, w in gpu if c.count > 1]
             self._cached = Mix.of(kept, self._version, cpu_only=w0, volume=self._vol.items(),
                                   shares=self._sizes.items(), shaped=shaped)

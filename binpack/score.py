@@ -230,14 +230,13 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     want = np.zeros(len(cap))
     if not mix.shaped:
         return want
-    per_model = np.stack([((s.model == m) & s.plain).sum(axis=1) for m in range(len(s.models))])  # (M, N)
-    linked: np.ndarray | None = None
+    bits = [s.model_bits(frozenset({name})) for name in s.models]  # each model's plain GPUs per node
+    per_model = np.bitwise_count(np.stack(bits))  # (M, N)
+    linked: np.ndarray | None = None  # (M, N) the largest all-NVLinked set of them, when a class needs it
     for c, share in mix.shaped:
         enough = per_model
-        if c.nvlink:  # the largest all-NVLinked set of one model's plain GPUs on the empty board
-            if linked is None:
-                linked = np.stack([cliques(s, s.model_bits(frozenset({name}))) for name in s.models])
-            enough = linked
+        if c.nvlink:
+            enough = linked = np.stack([cliques(s, b) for b in bits]) if linked is None else linked
         host = (enough >= c.count) & (s.cpu_total >= c.cpu_milli) & (s.hmem_total >= c.host_memory_mib)
         ok = (per_model * host).sum(axis=1).astype(np.float64)
         if 0 < ok.sum() <= SHAPED_HOSTS * cap.sum():
