@@ -198,16 +198,20 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
     # a placement to flip between generations: each timed call below reads a new snapshot
     flip = place(snap, KINDS["whole-1"], snap.names[int(np.argmax(fit(snap, KINDS["whole-1"]).fits))])
     assert flip is not None
-    for name, d in KINDS.items():
-        times, cpu_times = [], []
-        cur, booked = snap, False
-        for _ in range(repeats + 5):
+    # the kinds take turns, call by call: this VM's speed drifts over seconds, and timing one kind
+    # after another would hand each kind a different phase of it
+    times: dict[str, list[float]] = {name: [] for name in KINDS}
+    cpu_times: dict[str, list[float]] = {name: [] for name in KINDS}
+    cur, booked = snap, False
+    for _ in range(repeats + 5):
+        for name, d in KINDS.items():
             cur = release(cur, flip) if booked else allocate(cur, flip)
             booked = not booked
             wall, cpu = _timed(lambda c=cur, d=d: score(fit(c, d), mix))  # type: ignore[misc]
-            times.append(wall)
-            cpu_times.append(cpu)
-        ts, cs = np.asarray(times[5:]) * 1e3, np.asarray(cpu_times[5:]) * 1e3  # the first calls fill caches
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
+    for name, d in KINDS.items():
+        ts, cs = np.asarray(times[name][5:]) * 1e3, np.asarray(cpu_times[name][5:]) * 1e3  # the first calls fill caches
         out[f"fit_score_p50_ms.{name}"] = float(np.percentile(ts, 50))
         out[f"fit_score_p99_ms.{name}"] = float(np.percentile(ts, 99))
         out[f"fit_score_cpu_p50_ms.{name}"] = float(np.percentile(cs, 50))

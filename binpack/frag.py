@@ -20,71 +20,104 @@ from binpack.snapshot import Static, View
 
 
 @dataclass(frozen=True, eq=False)
-class Group:
-    """Mix classes that allow the same GPU models, with their distinct milli thresholds."""
+class Groups:
+    """The mix's classes, grouped by the GPU models they allow. Every group's distinct milli
+    thresholds are stacked on one axis (U, the sum over groups), so that `lost` and `moved` make one
+    pass over (U, R) however many groups the mix has; only `stats` works group by group."""
 
-    models: frozenset[str]
-    th: np.ndarray  # (U,) distinct milli thresholds
+    models: tuple[frozenset[str], ...]  # per group (empty: any model)
+    spans: tuple[slice, ...]  # per group, its thresholds' rows of the U axis
+    th: np.ndarray  # (U,) int32 distinct milli thresholds, group after group
     th16: np.ndarray  # (U, 1, 1) int16, the same, to compare with (K, R) free milli
-    ui: np.ndarray  # (Tg,) each class's threshold index
-    count: np.ndarray  # (Tg,) int16 GPUs per task (the dtype of Stats.cnt: compares stay int16)
-    cpu: np.ndarray  # (Tg,)
-    mem: np.ndarray  # (Tg,)
-    prob: np.ndarray  # (Tg,)
+    gu: np.ndarray  # (U,) each threshold's group
+    ui: np.ndarray  # (T,) each class's threshold row
+    count: np.ndarray  # (T,) int16 GPUs per task (the dtype of Stats.cnt: compares stay int16)
+    cpu: np.ndarray  # (T,)
+    mem: np.ndarray  # (T,)
+    prob: np.ndarray  # (T,) in units of 2**-30, integer-valued floats (see `lost`)
+    prob_sum: float  # their sum, in probability
+
+    @property
+    def restricted(self) -> bool:
+        return any(self.models)
+
+    def per_threshold(self, per_group: np.ndarray) -> np.ndarray:
+        """(G, ...) -> (U, ...): each threshold row gets its group's row."""
+        return per_group.take(self.gu, axis=0)
 
 
-_GROUPS: weakref.WeakKeyDictionary[Mix, tuple[Group, ...]] = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[Mix, Groups] = weakref.WeakKeyDictionary()
+_UNIT = 2.0**-30  # probabilities as integers of this unit: sums of products with milli stay exact
 
 
-def groups(mix: Mix) -> tuple[Group, ...]:
+def groups(mix: Mix) -> Groups:
     hit = _GROUPS.get(mix)
     if hit is None:
         count, milli, tcpu, tmem = mix.arrays()
-        out = []
-        for models in dict.fromkeys(c.models for c in mix.classes):
-            idx = np.asarray([t for t, c in enumerate(mix.classes) if c.models == models])
+        models = tuple(dict.fromkeys(c.models for c in mix.classes))
+        spans: list[slice] = []
+        ths: list[np.ndarray] = []
+        gus: list[np.ndarray] = []
+        uis: list[np.ndarray] = []
+        order: list[int] = []
+        base = 0
+        for gi, m in enumerate(models):
+            idx = [t for t, c in enumerate(mix.classes) if c.models == m]
             th, ui = np.unique(milli[idx], return_inverse=True)
-            out.append(Group(models, th, th.astype(np.int16)[:, None, None], ui, count[idx].astype(np.int16),
-                             tcpu[idx], tmem[idx], mix.prob[idx]))
-        hit = _GROUPS[mix] = tuple(out)
+            spans.append(slice(base, base + len(th)))
+            base += len(th)
+            ths.append(th)
+            gus.append(np.full(len(th), gi))
+            uis.append(spans[-1].start + ui)
+            order += idx
+        th_all = np.concatenate(ths).astype(np.int32) if ths else np.zeros(0, np.int32)
+        at = np.asarray(order, np.int64)
+        q = np.round(mix.prob.take(at) / _UNIT)
+        hit = _GROUPS[mix] = Groups(
+            models, tuple(spans), th_all, th_all.astype(np.int16)[:, None, None],
+            np.concatenate(gus) if gus else np.zeros(0, np.int64),
+            np.concatenate(uis) if uis else np.zeros(0, np.int64),
+            count.take(at).astype(np.int16), tcpu.take(at), tmem.take(at), q, float(q.sum()) * _UNIT)
     return hit
 
 
 @dataclass(frozen=True, eq=False)
 class Stats:
-    """What frag needs of free milli x, per row: the total, and per mix group and threshold u the
-    usable GPUs (x >= th_u, of an allowed model) and the milli on them. Small integers throughout
-    (at most 16 GPUs x 1000 milli): exact, and small temporaries."""
+    """What frag needs of free milli x, per row: the total, and per threshold u (of the stacked
+    groups) the usable GPUs (x >= th_u, of a model u's group allows) and the milli on them. Small
+    integers throughout (at most 16 GPUs x 1000 milli): exact, and small temporaries."""
 
     total: np.ndarray  # (R,) int32
-    cnt: tuple[np.ndarray, ...]  # per group (U, R) int16
-    on: tuple[np.ndarray, ...]  # per group (U, R) int32
+    cnt: np.ndarray  # (U, R) int16
+    on: np.ndarray  # (U, R) int32
 
 
 def stats(v: View, rows: np.ndarray, xi: np.ndarray, mix: Mix) -> Stats:
-    """From xi, free milli transposed to (K, R) int16, so every sum runs along long contiguous rows."""
-    cnts, ons = [], []
-    for g in groups(mix):
-        xa = xi * v.s.model_ok(g.models).take(rows, axis=0).T if g.models else xi
-        usable = xa >= g.th16  # (U, K, R): every threshold in one pass
-        cnts.append(np.add.reduce(usable, axis=1, dtype=np.int16))
-        usable = usable * xa
-        ons.append(np.add.reduce(usable, axis=1, dtype=np.int32))
-    return Stats(np.add.reduce(xi, axis=0, dtype=np.int32), tuple(cnts), tuple(ons))
+    """From xi, free milli transposed to (K, R) int16, so every sum runs along long contiguous rows.
+    Every threshold of every group in one pass over (U, K, R)."""
+    g = groups(mix)
+    xa = xi
+    if g.restricted:  # zero the GPUs of models a group does not allow
+        xa = xi * g.per_threshold(np.stack([v.s.model_ok(m).take(rows, axis=0).T if m else np.ones(xi.shape, bool)
+                                            for m in g.models]))
+    usable = xa >= g.th16  # (U, K, R)
+    cnt = np.add.reduce(usable, axis=1, dtype=np.int16)
+    usable = usable * xa
+    return Stats(np.add.reduce(xi, axis=0, dtype=np.int32), cnt, np.add.reduce(usable, axis=1, dtype=np.int32))
 
 
 def lost(st: Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix, balance: float = 0.0) -> np.ndarray:
     """Expected unusable milli per row: total - sum_t p_t * host_t * (milli on usable GPUs), plus
     `balance` x the milli stranded for want of CPU or memory."""
-    kept = np.zeros(len(st.total))
-    for g, cnt, on in zip(groups(mix), st.cnt, st.on, strict=True):
-        host = cnt.take(g.ui, axis=0) >= g.count[:, None]  # in place, int16: ~half the time
-        host &= cpu >= g.cpu[:, None]
-        host &= hmem >= g.mem[:, None]
-        x = on.take(g.ui, axis=0)
-        x *= host
-        kept += np.dot(g.prob, x)
-    out = st.total * float(mix.prob.sum()) - kept
+    g = groups(mix)
+    host = st.cnt.take(g.ui, axis=0) >= g.count[:, None]  # in place, int16: ~half the time
+    host &= cpu >= g.cpu[:, None]
+    host &= hmem >= g.mem[:, None]
+    x = st.on.take(g.ui, axis=0)
+    x *= host
+    # integers under 2**53 (2**30 x 16,000 milli x classes): exact in any order, so a row's loss is
+    # the same bits whether it is computed alone (a refresh) or among thousands (BLAS blocks them)
+    out = st.total * g.prob_sum - np.dot(g.prob, x) * _UNIT
     return out + balance * stranded(st.total, cpu, hmem, mix) if balance else out
 
 
@@ -106,21 +139,18 @@ def stranded(total: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> 
 
 
 def moved(st: Stats, mix: Mix, old: np.ndarray | int, new: np.ndarray | int, gone: np.ndarray | int,
-          allowed: list[np.ndarray | int | None]) -> Stats:
+          allowed: np.ndarray | int | None) -> Stats:
     """The stats after some GPUs of each row go from `old` to `new` free milli: `gone` (R,) milli
-    leave the total; allowed[g] (R,) of the moved GPUs count for mix group g (None: one each).
-    Exact, and O(U x R) instead of a second pass over (K, R)."""
-    cnts, ons = [], []
+    leave the total; allowed (U, R) or (U, 1): how many of the moved GPUs count at each threshold
+    row, i.e. for its group (None: one each). Exact, and O(U x R) instead of a second pass over (K, R)."""
+    th = groups(mix).th[:, None]
     was, now = np.asarray(old, np.int32), np.asarray(new, np.int32)
-    for g, cnt, on, n in zip(groups(mix), st.cnt, st.on, allowed, strict=True):
-        ge_was, ge_now = was >= g.th[:, None], now >= g.th[:, None]
-        d_cnt = ge_now.astype(np.int16) - ge_was
-        d_on = now * ge_now - was * ge_was
-        if n is not None:
-            d_cnt, d_on = n * d_cnt, n * d_on
-        cnts.append(cnt + d_cnt)
-        ons.append(on + d_on)
-    return Stats(st.total - gone, tuple(cnts), tuple(ons))
+    ge_was, ge_now = was >= th, now >= th
+    d_cnt = ge_now.astype(np.int16) - ge_was
+    d_on = now * ge_now - was * ge_was
+    if allowed is not None:
+        d_cnt, d_on = allowed * d_cnt, allowed * d_on
+    return Stats(st.total - gone, st.cnt + d_cnt, st.on + d_on)
 
 
 def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
@@ -154,10 +184,12 @@ _CURRENT: weakref.WeakKeyDictionary[Mix, dict[int, _Current]] = weakref.WeakKeyD
 _LOCK = threading.Lock()  # one writer per cache: the scheduler's threads share mixes and clusters
 
 
-def current(v: View, rows: np.ndarray, mix: Mix, balance: float) -> tuple[Stats, np.ndarray]:
-    """The stats of `rows` in v, and their loss with that balance weight, as `stats` + `lost` give
-    them. Kept per node between calls: a bind changes one node, so after the first call for a mix
-    a call recomputes only the nodes that changed (comparing the columns costs ~3 passes over N)."""
+def current(v: View, rows: np.ndarray | None, mix: Mix, balance: float) -> tuple[Stats, np.ndarray]:
+    """The stats of `rows` in v (None: every row), and their loss with that balance weight, as
+    `stats` + `lost` give them. Kept per node between calls: a bind changes one node, so after the
+    first call for a mix a call recomputes only the nodes that changed (comparing the columns costs
+    ~3 passes over N). For every row the kept arrays themselves come back, read-only: a refresh
+    replaces them rather than writing into them, so a caller on another thread keeps a stable copy."""
     with _LOCK:
         s = v.s
         per = _CURRENT.setdefault(mix, {})
@@ -165,20 +197,29 @@ def current(v: View, rows: np.ndarray, mix: Mix, balance: float) -> tuple[Stats,
         if hit is None or hit.static is not s:
             every = np.arange(len(s.names))
             milli = np.array(v.milli)
-            full = stats(v, every, np.ascontiguousarray(milli.T), mix)
+            full = _frozen(stats(v, every, np.ascontiguousarray(milli.T), mix))
             hit = per[id(s)] = _Current(s, milli, np.array(v.cpu_free), np.array(v.hmem_free), full, {})
         else:
             _refresh(v, hit, mix)
         out = hit.lost.get(balance)
         if out is None:
             out = hit.lost[balance] = lost(hit.stats, hit.cpu, hit.hmem, mix, balance)
+            out.flags.writeable = False
         st = hit.stats
-        return (Stats(st.total.take(rows), tuple(c.take(rows, axis=1) for c in st.cnt),
-                      tuple(o.take(rows, axis=1) for o in st.on)), out.take(rows))
+    if rows is None:
+        return st, out
+    return Stats(st.total.take(rows), st.cnt.take(rows, axis=1), st.on.take(rows, axis=1)), out.take(rows)
+
+
+def _frozen(st: Stats) -> Stats:
+    for a in (st.total, st.cnt, st.on):
+        a.flags.writeable = False
+    return st
 
 
 def _refresh(v: View, hit: _Current, mix: Mix) -> None:
-    """Recompute the rows whose inputs changed since the kept copy, in place."""
+    """Recompute the rows whose inputs changed since the kept copy: into copies of the kept arrays
+    (~0.2 MB at 5,000 nodes, a few us), which then replace them."""
     # a row of int16 slots as 64-bit words (K is a multiple of 8, snapshot.py); OR the words
     # together: NumPy's any() along a short axis costs more than the comparison itself
     now, kept = v.milli.view(np.uint64), hit.milli.view(np.uint64)
@@ -190,8 +231,11 @@ def _refresh(v: View, hit: _Current, mix: Mix) -> None:
         return
     hit.milli[rows], hit.cpu[rows], hit.hmem[rows] = v.milli[rows], v.cpu_free[rows], v.hmem_free[rows]
     new = stats(v, rows, np.ascontiguousarray(hit.milli[rows].T), mix)
-    hit.stats.total[rows] = new.total
-    for c, o, nc, no in zip(hit.stats.cnt, hit.stats.on, new.cnt, new.on, strict=True):
-        c[:, rows], o[:, rows] = nc, no
-    for b, out in hit.lost.items():
+    total, cnt, on = hit.stats.total.copy(), hit.stats.cnt.copy(), hit.stats.on.copy()
+    total[rows], cnt[:, rows], on[:, rows] = new.total, new.cnt, new.on
+    hit.stats = _frozen(Stats(total, cnt, on))
+    for b, was in list(hit.lost.items()):
+        out = was.copy()
         out[rows] = lost(new, hit.cpu[rows], hit.hmem[rows], mix, b)
+        out.flags.writeable = False
+        hit.lost[b] = out

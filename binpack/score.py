@@ -38,7 +38,7 @@ import numpy as np
 from binpack import rows as fast
 from binpack.catalog import FULL_MILLI
 from binpack.fit import FitResult, mig_counts, share_gpus
-from binpack.frag import current, groups, lost, moved
+from binpack.frag import Groups, current, groups, lost, moved
 from binpack.mix import Mix
 from binpack.plan import planned_gaps
 from binpack.snapshot import Static, View
@@ -91,29 +91,33 @@ def score(fitted: FitResult, mix: Mix, view: View | None = None, policy: ScorePo
 
 def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
     # the request path: NumPy's per-call cost (~1-2 us) outweighs its per-row cost at a few thousand
-    # rows, so this works on the R fitting rows throughout and calls array methods directly
+    # rows, so this calls array methods directly, and when most nodes fit (the common case) it works
+    # on every row: no gathers, and the values of the nodes that do not fit are dropped at the end
     d = fitted.demand
     n = len(fitted.fits)
-    choice = np.full(n, -1, np.int64)
     rows = fitted.fits.nonzero()[0]
     if len(rows) == 0 or (d.kind is DemandKind.NONE and not len(mix)):
         ints = np.where(fitted.fits, MAX_SCORE // 2, 0).astype(np.int64)
-        return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, choice)
+        return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, np.full(n, -1, np.int64))
     if d.kind is DemandKind.MIG:
-        return _scores(n, rows, _mig_value(v, fitted, rows), choice)
+        return _scores(n, rows, _mig_value(v, fitted, rows), np.full(n, -1, np.int64))
+    at = None if 2 * len(rows) >= n else rows  # the rows worked on (None: every row)
+    idx = np.arange(n) if at is None else at
+    choice = np.full(n, -1, np.int64)
     taken: np.ndarray | None = None
     slot_model: np.ndarray | None = None
     old: np.ndarray | int = 0
     new: np.ndarray | int = 0
     gone: np.ndarray | int = 0
-    allowed: list[np.ndarray | int | None] = [0 for _ in groups(mix)]
+    allowed: np.ndarray | int | None = None  # per threshold row, see frag.moved
+    g = groups(mix)
     if d.kind is DemandKind.NONE:
         pass  # only CPU and memory change: nothing moves on the GPUs
     elif d.kind is DemandKind.WHOLE:
         wm = fitted.aux.get("whole_bits")
         if wm is None:
             wm = v.whole_bits & v.s.model_bits(d.models) if d.models else v.whole_bits
-        bits = wm.take(rows)
+        bits = _sel(wm, at)
         # which k whole-free GPUs does not change fragmentation: take the k lowest
         rest = bits
         for _ in range(d.count):
@@ -122,23 +126,30 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         old, new = FULL_MILLI, 0
         gone = FULL_MILLI * d.count
         # scalars where every row moves the same: moved() then adds a (U, 1) column, not (U, R)
-        allowed = [np.bitwise_count(taken & v.s.model_bits(g.models).take(rows)) if g.models
-                   else d.count for g in groups(mix)]
+        allowed = d.count
+        if g.restricted:
+            allowed = g.per_threshold(np.stack([
+                np.bitwise_count(taken & _sel(v.s.model_bits(m), at)) if m else np.full(len(idx), d.count, np.uint8)
+                for m in g.models]))
     else:
-        xi = v.milli.take(rows, axis=0).T.copy()  # (K, R) int16, see frag.stats
+        xi = _sel(v.milli, at).T.copy()  # (K, R) int16, see frag.stats
         ok = share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"]
-        g_at = _pick_share(xi, ok.take(rows, axis=0).T.copy(), mix, d.compute_milli)
-        choice[rows] = g_at
-        flat = g_at * len(rows) + np.arange(len(rows))  # (slot, row) in the (K, R) layout
+        g_at = _pick_share(xi, _sel(ok, at).T.copy(), mix, d.compute_milli)
+        if at is None:
+            np.copyto(choice, g_at, where=fitted.fits)
+        else:
+            choice[rows] = g_at
+        flat = g_at * len(idx) + np.arange(len(idx))  # (slot, row) in the (K, R) layout
         old = xi.take(flat).astype(np.int32)
         new = np.maximum(old - d.compute_milli, 0)
         gone = old - new
-        slot_model = v.s.model.take(rows * v.s.k + g_at)  # the chosen GPU's model (never -1: it fits)
-        allowed = [v.s.model_mask(g.models).take(slot_model) if g.models else None for g in groups(mix)]
+        slot_model = v.s.model.take(idx * v.s.k + g_at)  # the chosen GPU's model (-1 only where it does not fit)
+        if g.restricted:
+            allowed = _threshold_models(v.s, g).take(slot_model, axis=1)
     if len(mix):
-        cpu, hmem = v.cpu_free.take(rows), v.hmem_free.take(rows)
+        cpu, hmem = _sel(v.cpu_free, at), _sel(v.hmem_free, at)
         b = policy.balance
-        before, growth = current(v, rows, mix, b)
+        before, growth = current(v, at, mix, b)
         # a pod without GPUs moves nothing on them: only its CPU and memory change the loss
         after = before if d.kind is DemandKind.NONE else moved(before, mix, old, new, gone, allowed)
         growth = lost(after, cpu - d.cpu_milli, hmem - d.host_memory_mib, mix, b) - growth
@@ -151,19 +162,30 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
             left = np.asarray(new)
             growth += policy.pairing * (~planned_gaps(mix).take(left)) * left
         if policy.contention and (mix.restricted or mix.shaped) and d.kind is not DemandKind.NONE:
-            growth += policy.contention * _contention_growth(v, mix, rows, taken, slot_model, gone)
+            growth += policy.contention * _contention_growth(v, mix, at, taken, slot_model, gone)
         vals = _bucket(growth, policy)
     else:
-        vals = np.zeros(len(rows))
+        vals = np.zeros(len(idx))
     multi = d.kind is DemandKind.WHOLE and d.count > 1
     if policy.prefer_used and not multi:  # multi-GPU jobs weigh link quality instead
-        cap = fast.count(v.s.plain.take(rows, axis=0)) * FULL_MILLI  # non-MIG GPUs
-        vals += 0.25 * (fast.total(v.milli.take(rows, axis=0).astype(np.int64)) < cap)
-    if multi:  # link quality of the best free set relative to the board's best (0..1)
-        vals += 2.0 * _topology_bonus(v, d, rows, bits)
+        cap = fast.count(_sel(v.s.plain, at)) * FULL_MILLI  # non-MIG GPUs
+        vals += 0.25 * (fast.total(_sel(v.milli, at).astype(np.int64)) < cap)
+    if multi:  # link quality of the best free set relative to the board's best (0..1), fitting rows only
+        bonus = 2.0 * _topology_bonus(v, d, rows, bits if at is not None else bits.take(rows))
+        if at is None:
+            vals[rows] += bonus
+        else:
+            vals += bonus
     # equal scores go to the earliest node of the snapshot, in the float as in the integer answer
-    vals -= rows * (1e-6 / max(n, 1))
+    vals -= idx * (1e-6 / max(n, 1))
+    if at is None:
+        return _scores_every(fitted.fits, vals, choice)
     return _scores(n, rows, vals, choice)
+
+
+def _sel(a: np.ndarray, at: np.ndarray | None) -> np.ndarray:
+    """a's rows `at` (all of a when None), through np.take: several times faster than fancy indexing."""
+    return a if at is None else a.take(at, axis=0)
 
 
 def _scores(n: int, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
@@ -171,6 +193,20 @@ def _scores(n: int, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> S
     value = np.full(n, -np.inf)
     value[rows] = vals
     return Scores(value, _to_int(n, rows, vals), choice)
+
+
+def _scores_every(fits: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
+    """_scores from float values of every row, of which only the fitting ones count."""
+    value = np.where(fits, vals, -np.inf)
+    out = np.zeros(len(fits), np.int64)
+    top = int(value.argmax())
+    lo, hi = float(vals.min(where=fits, initial=np.inf)), float(value[top])
+    if hi - lo > 1e-12:  # as _to_int: truncation = floor, never negative
+        np.copyto(out, (vals - lo) * ((MAX_SCORE - 1) / (hi - lo)), casting="unsafe", where=fits)
+    else:
+        out[fits] = MAX_SCORE - 1
+    out[top] = MAX_SCORE
+    return Scores(value, out, choice)
 
 
 @dataclass(eq=False)
@@ -244,26 +280,41 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     return want
 
 
-def _contention_growth(v: View, mix: Mix, rows: np.ndarray, taken: np.ndarray | None,
+def _contention_growth(v: View, mix: Mix, at: np.ndarray | None, taken: np.ndarray | None,
                        slot_model: np.ndarray | None, gone: np.ndarray | int) -> np.ndarray:
-    """Milli taken from each model times its contention, per row: O(R) per contended model."""
+    """Milli taken from each model times its contention, per row `at` (None: every row): O(R) per
+    contended model."""
     con = contention(v, mix)
     if taken is not None:  # whole GPUs: count the taken ones of each contended model
-        out = np.zeros(len(rows))
+        out = np.zeros(len(taken))
         for m in np.flatnonzero(con[:-1]).tolist():
-            bits = v.s.model_bits(frozenset({v.s.models[m]})).take(rows)
+            bits = _sel(v.s.model_bits(frozenset({v.s.models[m]})), at)
             out += con[m] * FULL_MILLI * np.bitwise_count(taken & bits)
         return out
     assert slot_model is not None  # a share: the model of the chosen GPU
     return con.take(slot_model) * gone
 
 
+def _threshold_models(s: Static, g: Groups) -> np.ndarray:
+    """(U, M) bool: whether a GPU of model m counts at threshold row u (u's group allows m)."""
+    key = ("threshold models", g.models, tuple(span.stop for span in g.spans))
+    hit = s.cache.get(key)
+    if hit is None:
+        per_group = np.stack([s.model_mask(m) if m else np.ones(len(s.models), bool) for m in g.models])
+        hit = s.cache[key] = g.per_threshold(per_group)
+    return hit
+
+
 def _bucket(growth: np.ndarray, policy: ScorePolicy) -> np.ndarray:
     """FGD's integer score of a growth of fragmentation (milli), or the exact float (scaled per GPU)."""
     if policy.bucket_milli == 0:
         return -growth / FULL_MILLI
-    z = np.clip(growth / policy.bucket_milli, -50.0, 50.0)
-    return np.floor(100.0 / (1.0 + np.exp(z)))
+    z = growth / policy.bucket_milli  # then in place: a few thousand rows, six passes
+    np.clip(z, -50.0, 50.0, out=z)
+    np.exp(z, out=z)
+    z += 1.0
+    np.divide(100.0, z, out=z)
+    return np.floor(z, out=z)
 
 
 _RANKS: weakref.WeakKeyDictionary[Mix, dict[tuple[int, int], np.ndarray]] = weakref.WeakKeyDictionary()
