@@ -41,7 +41,7 @@ from binpack import (
     release,
     score,
 )
-from binpack.score import ScorePolicy
+from binpack.score import ScorePolicy, forget
 from binpack.topology import bridged_pairs, dgx1_v100, nvswitch, pcie_only
 from binpack.types import DemandKind, MigSlot
 
@@ -199,23 +199,30 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
     flip = place(snap, KINDS["whole-1"], snap.names[int(np.argmax(fit(snap, KINDS["whole-1"]).fits))])
     assert flip is not None
     # the kinds take turns, call by call: this VM's speed drifts over seconds, and timing one kind
-    # after another would hand each kind a different phase of it
-    times: dict[str, list[float]] = {name: [] for name in KINDS}
-    cpu_times: dict[str, list[float]] = {name: [] for name in KINDS}
+    # after another would hand each kind a different phase of it. Two rounds: as kube-scheduler
+    # asks after a bind (score remembers the demand's values and redoes the node that changed), and
+    # with nothing remembered (a demand not seen lately: a full pass)
+    times: dict[str, list[float]] = {f"{how}.{name}": [] for name in KINDS for how in ("bind", "full")}
+    cpu_times: dict[str, list[float]] = {key: [] for key in times}
     cur, booked = snap, False
-    for _ in range(repeats + 5):
-        for name, d in KINDS.items():
-            cur = release(cur, flip) if booked else allocate(cur, flip)
-            booked = not booked
-            wall, cpu = _timed(lambda c=cur, d=d: score(fit(c, d), mix))  # type: ignore[misc]
-            times[name].append(wall)
-            cpu_times[name].append(cpu)
+    for how in ("bind", "full"):
+        for _ in range(repeats + 5):
+            for name, d in KINDS.items():
+                cur = release(cur, flip) if booked else allocate(cur, flip)
+                booked = not booked
+                if how == "full":
+                    forget()
+                wall, cpu = _timed(lambda c=cur, d=d: score(fit(c, d), mix))  # type: ignore[misc]
+                times[f"{how}.{name}"].append(wall)
+                cpu_times[f"{how}.{name}"].append(cpu)
     for name, d in KINDS.items():
-        ts, cs = np.asarray(times[name][5:]) * 1e3, np.asarray(cpu_times[name][5:]) * 1e3  # the first calls fill caches
-        out[f"fit_score_p50_ms.{name}"] = float(np.percentile(ts, 50))
-        out[f"fit_score_p99_ms.{name}"] = float(np.percentile(ts, 99))
-        out[f"fit_score_cpu_p50_ms.{name}"] = float(np.percentile(cs, 50))
-        out[f"fit_score_cpu_p99_ms.{name}"] = float(np.percentile(cs, 99))
+        for how, prefix in (("bind", "fit_score"), ("full", "fit_score_full")):
+            ts = np.asarray(times[f"{how}.{name}"][5:]) * 1e3  # the first calls fill caches
+            cs = np.asarray(cpu_times[f"{how}.{name}"][5:]) * 1e3
+            out[f"{prefix}_p50_ms.{name}"] = float(np.percentile(ts, 50))
+            out[f"{prefix}_p99_ms.{name}"] = float(np.percentile(ts, 99))
+            out[f"{prefix}_cpu_p50_ms.{name}"] = float(np.percentile(cs, 50))
+            out[f"{prefix}_cpu_p99_ms.{name}"] = float(np.percentile(cs, 99))
         out[f"fits_nodes.{name}"] = float(fit(snap, d).fits.sum())
     # the first score after the mix changes recomputes every node's state before (frag.current keeps
     # it per mix and recomputes only changed nodes after that); the extender refreshes its mix every 5 s
@@ -232,8 +239,10 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
         d = KINDS[name]
         verdict = fit(snap, d)
         ours, theirs = [], []
-        for _ in range(repeats):
+        for _ in range(repeats):  # full passes: what the terms cost, not what is remembered
+            forget()
             ours.append(_timed(lambda v=verdict: score(v, mix))[1])  # type: ignore[misc]
+            forget()
             theirs.append(_timed(lambda v=verdict: score(v, mix, policy=fgd_only))[1])  # type: ignore[misc]
         out[f"terms_cost_ratio.{name}"] = float(np.median(ours) / np.median(theirs))
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):
@@ -275,14 +284,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cluster: {res['nodes']:.0f} nodes, {res['gpus']:.0f} GPUs, {res['gpus_booked_frac']:.0%} of GPU capacity "
           f"booked; snapshot {res['snapshot_mb']:.1f} MB (nbytes), build traced {res['build_traced_mb']:.1f} MB, "
           f"peak {res['build_peak_mb']:.1f} MB (target <= {TARGETS['snapshot_mb']:.0f} MB)")
-    print(f"fit+score, wall and CPU ms{'':<6}{'wall':>14}{'':<4}{'CPU':>12}     targets p50 <= 1 ms, p99 <= 2 ms")
-    print(f"{'demand kind':<22}{'fits on':>9}{'p50':>8}{'p99':>8}{'p50':>8}{'p99':>8}")
+    print(f"fit+score, wall ms{'':<14}{'after a bind':>16}{'nothing remembered':>22}   target p50 <= 1 ms, p99 <= 2 ms")
+    print(f"{'demand kind':<22}{'fits on':>9}{'p50':>8}{'p99':>8}{'p50':>11}{'p99':>8}")
     for name in KINDS:
         p50, p99 = res[f"fit_score_p50_ms.{name}"], res[f"fit_score_p99_ms.{name}"]
-        c50, c99 = res[f"fit_score_cpu_p50_ms.{name}"], res[f"fit_score_cpu_p99_ms.{name}"]
-        flag = "ok" if p50 <= TARGETS["fit_score_p50_ms"] and p99 <= TARGETS["fit_score_p99_ms"] else "MISS"
+        f50, f99 = res[f"fit_score_full_p50_ms.{name}"], res[f"fit_score_full_p99_ms.{name}"]
+        flags = ["ok" if a <= TARGETS["fit_score_p50_ms"] and b <= TARGETS["fit_score_p99_ms"] else "MISS"
+                 for a, b in ((p50, p99), (f50, f99))]
         fits = res[f"fits_nodes.{name}"]
-        print(f"{name:<22}{fits:>9.0f}{p50:>8.3f}{p99:>8.3f}{c50:>8.3f}{c99:>8.3f}   {flag} (wall)")
+        print(f"{name:<22}{fits:>9.0f}{p50:>8.3f}{p99:>8.3f}{f50:>11.3f}{f99:>8.3f}   {flags[0]} / {flags[1]}")
     cold = ", ".join(f"{n} {res[f'fit_score_cold_ms.{n}']:.2f} ms" for n in ("whole-1", "share-25%"))
     print(f"first fit+score after the mix changes (every node's state recomputed), median wall: {cold}")
     ratios = ", ".join(f"{n} {res[f'terms_cost_ratio.{n}']:.2f}x" for n in ("whole-1", "share-25%", "cpu-only"))

@@ -169,13 +169,11 @@ def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.nda
 
 @dataclass(eq=False)
 class _Current:
-    """Per (mix, cluster): every node's stats and loss (per balance weight) as of the inputs kept
-    beside them. A row is stale when its free milli, CPU or memory differ from the kept copy."""
+    """Per (mix, cluster): every node's stats and loss (per balance weight) as of an epoch of the
+    cluster's columns (persist.Columns: which rows changed since is logged there)."""
 
     static: Static
-    milli: np.ndarray  # (N, K) int16
-    cpu: np.ndarray  # (N,)
-    hmem: np.ndarray  # (N,)
+    epoch: int
     stats: Stats  # over all N rows
     lost: dict[float, np.ndarray]  # balance weight -> (N,)
 
@@ -187,23 +185,23 @@ _LOCK = threading.Lock()  # one writer per cache: the scheduler's threads share 
 def current(v: View, rows: np.ndarray | None, mix: Mix, balance: float) -> tuple[Stats, np.ndarray]:
     """The stats of `rows` in v (None: every row), and their loss with that balance weight, as
     `stats` + `lost` give them. Kept per node between calls: a bind changes one node, so after the
-    first call for a mix a call recomputes only the nodes that changed (comparing the columns costs
-    ~3 passes over N). For every row the kept arrays themselves come back, read-only: a refresh
-    replaces them rather than writing into them, so a caller on another thread keeps a stable copy."""
+    first call for a mix a call recomputes only the nodes that changed since (v.changed_since). For
+    every row the kept arrays themselves come back, read-only: a refresh replaces them rather than
+    writing into them, so a caller on another thread keeps a stable copy."""
     with _LOCK:
         s = v.s
         per = _CURRENT.setdefault(mix, {})
         hit = per.get(id(s))
-        if hit is None or hit.static is not s:
+        stale = v.changed_since(hit.epoch) if hit is not None and hit.static is s else None
+        if hit is None or stale is None:
             every = np.arange(len(s.names))
-            milli = np.array(v.milli)
-            full = _frozen(stats(v, every, np.ascontiguousarray(milli.T), mix))
-            hit = per[id(s)] = _Current(s, milli, np.array(v.cpu_free), np.array(v.hmem_free), full, {})
-        else:
-            _refresh(v, hit, mix)
+            full = _frozen(stats(v, every, np.ascontiguousarray(v.milli.T), mix))
+            hit = per[id(s)] = _Current(s, v.epoch or 0, full, {})
+        elif len(stale):
+            _refresh(v, hit, mix, stale)
         out = hit.lost.get(balance)
         if out is None:
-            out = hit.lost[balance] = lost(hit.stats, hit.cpu, hit.hmem, mix, balance)
+            out = hit.lost[balance] = lost(hit.stats, v.cpu_free, v.hmem_free, mix, balance)
             out.flags.writeable = False
         st = hit.stats
     if rows is None:
@@ -217,25 +215,17 @@ def _frozen(st: Stats) -> Stats:
     return st
 
 
-def _refresh(v: View, hit: _Current, mix: Mix) -> None:
-    """Recompute the rows whose inputs changed since the kept copy: into copies of the kept arrays
-    (~0.2 MB at 5,000 nodes, a few us), which then replace them."""
-    # a row of int16 slots as 64-bit words (K is a multiple of 8, snapshot.py); OR the words
-    # together: NumPy's any() along a short axis costs more than the comparison itself
-    now, kept = v.milli.view(np.uint64), hit.milli.view(np.uint64)
-    stale = (v.cpu_free != hit.cpu) | (v.hmem_free != hit.hmem)
-    for w in range(now.shape[1]):
-        stale |= now[:, w] != kept[:, w]
-    rows = stale.nonzero()[0]
-    if not len(rows):
-        return
-    hit.milli[rows], hit.cpu[rows], hit.hmem[rows] = v.milli[rows], v.cpu_free[rows], v.hmem_free[rows]
-    new = stats(v, rows, np.ascontiguousarray(hit.milli[rows].T), mix)
+def _refresh(v: View, hit: _Current, mix: Mix, rows: np.ndarray) -> None:
+    """Recompute `rows` into copies of the kept arrays (~0.2 MB at 5,000 nodes, a few us), which
+    then replace them."""
+    new = stats(v, rows, np.ascontiguousarray(v.milli.take(rows, axis=0).T), mix)
     total, cnt, on = hit.stats.total.copy(), hit.stats.cnt.copy(), hit.stats.on.copy()
     total[rows], cnt[:, rows], on[:, rows] = new.total, new.cnt, new.on
     hit.stats = _frozen(Stats(total, cnt, on))
+    cpu, hmem = v.cpu_free.take(rows), v.hmem_free.take(rows)
     for b, was in list(hit.lost.items()):
         out = was.copy()
-        out[rows] = lost(new, hit.cpu[rows], hit.hmem[rows], mix, b)
+        out[rows] = lost(new, cpu, hmem, mix, b)
         out.flags.writeable = False
         hit.lost[b] = out
+    hit.epoch = v.epoch or 0

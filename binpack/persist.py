@@ -9,6 +9,7 @@ read atomic, so threads never see a half-applied diff.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 # (column name, row index, that row's values)
 Diff = list[tuple[str, int, Any]]
+LOG = 256  # changes remembered for changed_since; an older epoch reads as "unknown"
 
 
 class _Version:
@@ -36,6 +38,27 @@ class Columns:
         self.lock = threading.RLock()
         self.root = _Version()
         self._head = self.root
+        self.epoch = 0
+        self._log: deque[tuple[int, list[int]]] = deque(maxlen=LOG)  # (epoch, rows changed)
+
+    def _logged(self, diff: Diff) -> None:
+        if diff:
+            self.epoch += 1
+            self._log.append((self.epoch, [row for _, row, _ in diff]))
+
+    def changed_since(self, epoch: int) -> np.ndarray | None:
+        """Sorted rows whose values changed after `epoch` (call under the lock, e.g. inside read());
+        None when the log no longer reaches back that far."""
+        if epoch == self.epoch:
+            return np.zeros(0, np.int64)
+        if epoch > self.epoch or not self._log or self._log[0][0] > epoch + 1:
+            return None
+        rows: set[int] = set()
+        for e, changed in reversed(self._log):
+            if e <= epoch:
+                break
+            rows.update(changed)
+        return np.fromiter(sorted(rows), np.int64, len(rows))
 
     def _reroot(self, v: _Version) -> None:
         path: list[_Version] = []
@@ -53,6 +76,7 @@ class Columns:
                 arr[row] = values
             parent.link, parent.diff = node, inverse
             node.link, node.diff = None, []
+            self._logged(inverse)
         self._head = v
 
     @contextmanager
@@ -74,6 +98,7 @@ class Columns:
                 arr[row] = values
             base.link, base.diff = new, inverse
             self._head = new
+            self._logged(inverse)
             return new
 
 

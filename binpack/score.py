@@ -30,7 +30,9 @@ picks exactly the node the float score prefers.
 
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,9 +92,6 @@ def score(fitted: FitResult, mix: Mix, view: View | None = None, policy: ScorePo
 
 
 def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_POLICY) -> Scores:
-    # the request path: NumPy's per-call cost (~1-2 us) outweighs its per-row cost at a few thousand
-    # rows, so this calls array methods directly, and when most nodes fit (the common case) it works
-    # on every row: no gathers, and the values of the nodes that do not fit are dropped at the end
     d = fitted.demand
     n = len(fitted.fits)
     rows = fitted.fits.nonzero()[0]
@@ -101,9 +100,82 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, np.full(n, -1, np.int64))
     if d.kind is DemandKind.MIG:
         return _scores(n, rows, _mig_value(v, fitted, rows), np.full(n, -1, np.int64))
-    at = None if 2 * len(rows) >= n else rows  # the rows worked on (None: every row)
+    # the one term that is not per node: refreshed every CONTENTION_REFRESH calls, read once here
+    con = (contention(v, mix) if len(mix) and policy.contention and (mix.restricted or mix.shaped)
+           and d.kind is not DemandKind.NONE else None)
+    key = (id(v.s), d, policy)
+    with _MEMO_LOCK:
+        per = _MEMO.setdefault(mix, OrderedDict())
+        memo = per.get(key)
+        stale = None
+        if memo is not None and memo.static is v.s and (memo.con is con or (
+                memo.con is not None and con is not None and np.array_equal(memo.con, con))):
+            stale = v.changed_since(memo.epoch)
+        if memo is None or stale is None:
+            at = None if 2 * len(rows) >= n else rows  # the rows worked on (None: every row)
+            vals, choice = _values(fitted, mix, v, policy, rows, at, con)
+            if at is None:
+                full, picked = np.where(fitted.fits, vals, -np.inf), np.where(fitted.fits, choice, -1)
+            else:
+                full, picked = np.full(n, -np.inf), np.full(n, -1, np.int64)
+                full[rows], picked[rows] = vals, choice
+            memo = _Memo(v.s, v.epoch or 0, con, fitted.fits.copy(), full, picked)
+            if v.epoch is not None:
+                per[key] = memo
+                while len(per) > MEMO_SIZE:
+                    per.popitem(last=False)
+        else:
+            # a node's values depend only on its own columns: redo the nodes that changed (and any
+            # whose verdict changed), keep the rest; bit for bit what a full pass gives (see frag.lost)
+            stale = np.union1d(stale, np.flatnonzero(fitted.fits != memo.fits))
+            if len(stale):
+                redo = stale[fitted.fits.take(stale)]
+                memo.vals[stale], memo.choice[stale] = -np.inf, -1
+                if len(redo):
+                    memo.vals[redo], memo.choice[redo] = _values(fitted, mix, v, policy, redo, redo, con)
+                memo.fits = fitted.fits.copy()
+            memo.epoch = v.epoch or 0
+            per.move_to_end(key)
+        return _scores_every(fitted.fits, memo.vals, memo.choice.copy())
+
+
+@dataclass(eq=False)
+class _Memo:
+    """One demand's values per node (-inf where it does not fit) and chosen GPUs, as of an epoch of
+    the cluster's columns and the contention they were computed with."""
+
+    static: Static
+    epoch: int
+    con: np.ndarray | None
+    fits: np.ndarray  # (N,) bool
+    vals: np.ndarray  # (N,)
+    choice: np.ndarray  # (N,) int64
+
+
+# per mix, per (cluster, demand, policy), least recently used first: kube-scheduler asks again for
+# the same demand after every bind (a Deployment's or a Job's pods), and only the bound node changed
+_MEMO: weakref.WeakKeyDictionary[Mix, OrderedDict[tuple[int, Demand, ScorePolicy], _Memo]] = \
+    weakref.WeakKeyDictionary()
+_MEMO_LOCK = threading.Lock()
+MEMO_SIZE = 32
+
+
+def forget() -> None:
+    """Drop every remembered value: the next score of each demand is a full pass (benchmarks, tests)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
+def _values(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy, rows: np.ndarray, at: np.ndarray | None,
+            con: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The float value and chosen GPU (-1: not a share) of rows `at` (None: every row; only the
+    fitting `rows` count). The request path: NumPy's per-call cost (~1-2 us) outweighs its per-row
+    cost at a few thousand rows, so this calls array methods directly, and when most nodes fit it
+    works on every row: no gathers."""
+    d = fitted.demand
+    n = len(fitted.fits)
     idx = np.arange(n) if at is None else at
-    choice = np.full(n, -1, np.int64)
+    choice: np.ndarray = np.full(len(idx), -1, np.int64)
     taken: np.ndarray | None = None
     slot_model: np.ndarray | None = None
     old: np.ndarray | int = 0
@@ -135,10 +207,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         xi = _sel(v.milli, at).T.copy()  # (K, R) int16, see frag.stats
         ok = share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"]
         g_at = _pick_share(xi, _sel(ok, at).T.copy(), mix, d.compute_milli)
-        if at is None:
-            np.copyto(choice, g_at, where=fitted.fits)
-        else:
-            choice[rows] = g_at
+        choice = g_at
         flat = g_at * len(idx) + np.arange(len(idx))  # (slot, row) in the (K, R) layout
         old = xi.take(flat).astype(np.int32)
         new = np.maximum(old - d.compute_milli, 0)
@@ -161,8 +230,8 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
             # that depends on the GPU's memory size, which the plan does not describe
             left = np.asarray(new)
             growth += policy.pairing * (~planned_gaps(mix).take(left)) * left
-        if policy.contention and (mix.restricted or mix.shaped) and d.kind is not DemandKind.NONE:
-            growth += policy.contention * _contention_growth(v, mix, at, taken, slot_model, gone)
+        if con is not None:
+            growth += policy.contention * _contention_growth(v, con, at, taken, slot_model, gone)
         vals = _bucket(growth, policy)
     else:
         vals = np.zeros(len(idx))
@@ -178,9 +247,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
             vals += bonus
     # equal scores go to the earliest node of the snapshot, in the float as in the integer answer
     vals -= idx * (1e-6 / max(n, 1))
-    if at is None:
-        return _scores_every(fitted.fits, vals, choice)
-    return _scores(n, rows, vals, choice)
+    return vals, choice
 
 
 def _sel(a: np.ndarray, at: np.ndarray | None) -> np.ndarray:
@@ -280,11 +347,10 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     return want
 
 
-def _contention_growth(v: View, mix: Mix, at: np.ndarray | None, taken: np.ndarray | None,
+def _contention_growth(v: View, con: np.ndarray, at: np.ndarray | None, taken: np.ndarray | None,
                        slot_model: np.ndarray | None, gone: np.ndarray | int) -> np.ndarray:
-    """Milli taken from each model times its contention, per row `at` (None: every row): O(R) per
-    contended model."""
-    con = contention(v, mix)
+    """Milli taken from each model times its contention `con`, per row `at` (None: every row): O(R)
+    per contended model."""
     if taken is not None:  # whole GPUs: count the taken ones of each contended model
         out = np.zeros(len(taken))
         for m in np.flatnonzero(con[:-1]).tolist():

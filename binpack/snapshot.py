@@ -101,11 +101,12 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class View:
     """One version's columns, read inside Snapshot.read(); attribute access only."""
 
-    __slots__ = ("compute_free", "cpu_free", "foreign", "hmem_free", "me_used", "mem_free", "mig_used", "milli", "s",
-                 "whole_bits")
+    __slots__ = ("_cols", "compute_free", "cpu_free", "foreign", "hmem_free", "me_used", "mem_free", "mig_used",
+                 "milli", "s", "whole_bits")
 
-    def __init__(self, s: Static, cols: dict[str, np.ndarray]) -> None:
+    def __init__(self, s: Static, cols: dict[str, np.ndarray], columns: Columns | None = None) -> None:
         self.s = s
+        self._cols = columns
         self.mem_free = cols["mem_free"]
         self.compute_free = cols["compute_free"]
         self.mig_used = cols["mig_used"]
@@ -115,6 +116,15 @@ class View:
         self.foreign = cols["foreign"]
         self.milli = cols["free_milli"]
         self.whole_bits = cols["whole_bits"]
+
+    @property
+    def epoch(self) -> int | None:
+        """A count of the changes made to this cluster's columns so far (None: not tracked)."""
+        return None if self._cols is None else self._cols.epoch
+
+    def changed_since(self, epoch: int | None) -> np.ndarray | None:
+        """Sorted rows that differ from what a reader saw at `epoch` (None: unknown, assume all)."""
+        return None if self._cols is None or epoch is None else self._cols.changed_since(epoch)
 
     def whole_free(self, models: frozenset[str] = frozenset()) -> np.ndarray:
         """(N,K) GPUs free as whole GPUs: healthy, non-MIG, nothing shared on them (of the models)."""
@@ -186,7 +196,7 @@ class Snapshot:
     @contextmanager
     def read(self) -> Iterator[View]:
         with self._cols.read(self._version) as cols:
-            yield View(self.static, dict(cols))
+            yield View(self.static, dict(cols), self._cols)
 
     def derive(self, changes: Diff) -> Snapshot:
         """A new snapshot with the given rows of the versioned columns replaced."""

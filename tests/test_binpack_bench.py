@@ -16,6 +16,7 @@ def test_run_solver_latency_reports_every_figure() -> None:
     assert 0 < res["snapshot_mb"] < 1
     for name in KINDS:
         assert res[f"fit_score_p99_ms.{name}"] >= res[f"fit_score_p50_ms.{name}"] > 0
+        assert res[f"fit_score_full_p99_ms.{name}"] >= res[f"fit_score_full_p50_ms.{name}"] > 0
         assert 0 <= res[f"fits_nodes.{name}"] <= 40
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):
         assert math.isfinite(res[f"allocate_us.{name}"]) and res[f"release_us.{name}"] > 0
@@ -25,3 +26,4 @@ def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--nodes", "20", "--repeats", "2", "--fresh-malloc"])
     out = capsys.readouterr().out
     assert "whole-8-nvlink" in out and "allocate mig-1g.10gb" in out and "20 nodes" in out
+    assert "after a bind" in out and "nothing remembered" in out
