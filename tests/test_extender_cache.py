@@ -1,10 +1,14 @@
-"""The score cache refreshes only the nodes a bind changed, and gives exactly what a full score gives."""
+"""The extender's scores after binds (binpack.score redoing only the nodes a bind changed) equal a
+full score with nothing remembered."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from binpack import Demand, Mix, Placement, TaskClass, score
+from binpack.score import forget
 from scheduler.extender.verdicts import Engine
 from scheduler.state.cluster import ClusterState
 from scheduler.state.standalone import demo_objects
@@ -19,15 +23,17 @@ def test_incremental_scores_equal_full_scores() -> None:
     for d in (Demand.whole(1), Demand.share(10_000, 250), Demand.whole(2)):
         for step, p in enumerate([Placement("t4-0", gpus=(0,)), Placement("t4-1", gpus=(1, 2)),
                                   Placement("dgx-h100-0", gpus=(3,))]):
-            view = state.view()
-            view = type(view)(view.snapshot, view.invalid, mix, view.ready, view.changed_since)
-            engine.values(view, d)  # cached at this generation
+            view = dataclasses.replace(state.view(), mix=mix)
+            first = engine.values(view, d)  # remembered at this generation
+            assert engine.values(view, d) is first  # the same generation: the same answer object
             state.assume(f"{d.kind.value}-{step}", p, None)
-            view2 = state.view()
-            view2 = type(view2)(view2.snapshot, view2.invalid, mix, view2.ready, view2.changed_since)
-            assert view2.changed_since(view.snapshot.generation) == {p.node}
-            got = engine.values(view2, d)
+            view2 = dataclasses.replace(state.view(), mix=mix)
+            assert view2.snapshot.generation != view.snapshot.generation
+            got = engine.values(view2, d)  # only the bound node is scored again
+            forget()
             want = score(engine.fit(view2, d), mix).value
             assert np.array_equal(got, want)
+            changed = np.flatnonzero(got != first)
+            assert set(changed.tolist()) <= {view2.snapshot.node_index(p.node)}
         for uid in list(state.assumed()):
             state.unassume(uid)

@@ -10,7 +10,6 @@ a few distinct sentences. Messages start with "gpupack: " so `kubectl describe p
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -132,25 +131,15 @@ class Engine:
     def values(self, view: StateView, demand: Demand) -> np.ndarray:
         """Float scores for every snapshot node (-inf where the demand does not fit).
 
-        A node's score depends only on that node and the mix, so after a bind only the nodes that
-        changed since the cached generation are scored again."""
+        binpack.score remembers each demand's values per node and, after a bind, redoes only the
+        nodes that changed; this keeps the answer per generation too (filter, then prioritize)."""
         snap = view.snapshot
         key = (demand, view.mix.version, len(view.mix), snap.static)
         with self._lock:
             hit = self._scores.get(key)
         if hit is not None and hit[0] == snap.generation:
             return hit[1]
-        verdict = self.fit(view, demand)
-        changed = view.changed_since(hit[0]) if hit is not None else None
-        if hit is not None and changed is not None and len(changed) * 4 < len(snap.names):
-            rows = np.asarray([snap.static.index[n] for n in changed if n in snap.static.index], np.int64)
-            mask = np.zeros(len(snap.names), bool)
-            mask[rows] = True
-            part = dataclasses.replace(verdict, fits=verdict.fits & mask)  # the same verdict, fewer rows
-            vals = hit[1].copy()
-            vals[rows] = score(part, view.mix).value[rows]
-        else:
-            vals = score(verdict, view.mix).value
+        vals = score(self.fit(view, demand), view.mix).value
         vals.flags.writeable = False
         with self._lock:
             self._scores.put(key, (snap.generation, vals))

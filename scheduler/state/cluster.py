@@ -55,7 +55,6 @@ class StateView:
     invalid: Mapping[str, str]  # node name -> why its inventory cannot be read
     mix: Mix
     ready: bool
-    changed_since: Callable[[int], set[str] | None]  # nodes changed after a generation (None: unknown)
 
 
 @dataclass
@@ -246,11 +245,7 @@ class ClusterState:
             if now - self._mix_at >= self._mix_refresh_s:
                 # the mix moves slowly; refreshing it per pod would defeat the score cache
                 self._mix, self._mix_at = self._learner.mix(), now
-            return StateView(self.ledger.snapshot(), dict(self._invalid), self._mix, self.ready, self.changed_since)
-
-    def changed_since(self, generation: int) -> set[str] | None:
-        with self.lock:
-            return self.ledger.changed_since(generation)
+            return StateView(self.ledger.snapshot(), dict(self._invalid), self._mix, self.ready)
 
     def request(self, pod: Obj) -> PodRequest:
         """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed."""

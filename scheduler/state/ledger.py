@@ -12,7 +12,6 @@ something, so the ledger never double-books and never forgets a pod that really 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -47,21 +46,6 @@ class Ledger:
         self.by_node: dict[str, set[str]] = {}  # node -> uids booked there
         self.conflicts = 0  # bookings that could not be applied, ever (a metric)
         self._snap: Snapshot | None = None
-        # (generation, node) per incremental change, so caches can refresh only the nodes that changed
-        self._log: deque[tuple[int, str]] = deque(maxlen=8192)
-        self._floor = 0  # changes at or before this generation are not in the log
-
-    def _set(self, snap: Snapshot, node: str) -> None:
-        if len(self._log) == self._log.maxlen:
-            self._floor = self._log[0][0]
-        self._log.append((snap.generation, node))
-        self._snap = snap
-
-    def changed_since(self, generation: int) -> set[str] | None:
-        """Nodes changed after that generation of this ledger's snapshot; None when not known."""
-        if generation < self._floor:
-            return None
-        return {n for g, n in self._log if g > generation}
 
     # -- nodes ------------------------------------------------------------------------------------------
     def set_nodes(self, nodes: Mapping[str, Node]) -> None:
@@ -95,7 +79,6 @@ class Ledger:
             if n and node in snap.static.index:
                 snap = set_foreign(snap, node, n)
         self._snap = snap
-        self._floor = snap.generation
 
     def _try_apply(self, snap: Snapshot, b: Booking) -> Snapshot:
         if b.node not in snap.static.index:
@@ -119,7 +102,7 @@ class Ledger:
             raise Conflict(f"pod {b.uid} already holds devices")
         if b.node not in snap.static.index:
             raise Conflict(f"node {b.node} is unknown")
-        self._set(allocate(snap, b.placement), b.node)
+        self._snap = allocate(snap, b.placement)
         self.bookings[b.uid] = b
         self.applied.add(b.uid)
         self._mark(b)
@@ -136,7 +119,7 @@ class Ledger:
         self.bookings[b.uid] = b
         self._mark(b)
         if self._snap is not None:
-            self._set(self._try_apply(self._snap, b), b.node)
+            self._snap = self._try_apply(self._snap, b)
         return b.uid in self.applied
 
     def _mark(self, b: Booking) -> None:
@@ -160,7 +143,7 @@ class Ledger:
         if uid in self.applied:
             self.applied.discard(uid)
             if self._snap is not None:
-                self._set(release(self._snap, b.placement), b.node)
+                self._snap = release(self._snap, b.placement)
                 self._retry(b.node)
         return b
 
@@ -169,7 +152,7 @@ class Ledger:
         assert self._snap is not None
         for uid in sorted(self.by_node.get(node, ())):
             if uid not in self.applied:
-                self._set(self._try_apply(self._snap, self.bookings[uid]), node)
+                self._snap = self._try_apply(self._snap, self.bookings[uid])
 
     def add_foreign(self, node: str, delta: int) -> None:
         if not delta:
@@ -177,7 +160,7 @@ class Ledger:
         n = max(self.foreign.get(node, 0) + delta, 0)
         self.foreign[node] = n
         if self._snap is not None and node in self._snap.static.index:
-            self._set(set_foreign(self._snap, node, n), node)
+            self._snap = set_foreign(self._snap, node, n)
 
     def on_node(self, node: str) -> Iterable[Booking]:
         self.snapshot()
