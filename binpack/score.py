@@ -127,16 +127,18 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         else:
             # a node's values depend only on its own columns: redo the nodes that changed (and any
             # whose verdict changed), keep the rest; bit for bit what a full pass gives (see frag.lost)
-            stale = np.union1d(stale, np.flatnonzero(fitted.fits != memo.fits))
+            moved_rows = fitted.fits != memo.fits
+            moved_rows[stale] = True
+            stale = np.flatnonzero(moved_rows)
             if len(stale):
                 redo = stale[fitted.fits.take(stale)]
                 memo.vals[stale], memo.choice[stale] = -np.inf, -1
                 if len(redo):
                     memo.vals[redo], memo.choice[redo] = _values(fitted, mix, v, policy, redo, redo, con)
                 memo.fits = fitted.fits.copy()
-            memo.epoch = v.epoch or 0
+            memo.epoch, memo.con = v.epoch or 0, con  # con: equal values, and `is` holds next time
             per.move_to_end(key)
-        return _scores_every(fitted.fits, memo.vals, memo.choice.copy())
+        return _scores_every(fitted.fits, rows, memo.vals, memo.choice.copy())
 
 
 @dataclass(eq=False)
@@ -262,16 +264,15 @@ def _scores(n: int, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> S
     return Scores(value, _to_int(n, rows, vals), choice)
 
 
-def _scores_every(fits: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
-    """_scores from float values of every row, of which only the fitting ones count."""
+def _scores_every(fits: np.ndarray, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
+    """_scores from float values of every row, of which only the fitting `rows` count."""
     value = np.where(fits, vals, -np.inf)
-    out = np.zeros(len(fits), np.int64)
     top = int(value.argmax())
-    lo, hi = float(vals.min(where=fits, initial=np.inf)), float(value[top])
-    if hi - lo > 1e-12:  # as _to_int: truncation = floor, never negative
-        np.copyto(out, (vals - lo) * ((MAX_SCORE - 1) / (hi - lo)), casting="unsafe", where=fits)
+    lo, hi = float(vals.take(rows).min()), float(value[top])
+    if hi - lo > 1e-12:  # as _to_int: truncation = floor, never negative (-inf, the others: 0)
+        out = np.maximum((value - lo) * ((MAX_SCORE - 1) / (hi - lo)), 0.0).astype(np.int64)
     else:
-        out[fits] = MAX_SCORE - 1
+        out = np.where(fits, MAX_SCORE - 1, 0).astype(np.int64)
     out[top] = MAX_SCORE
     return Scores(value, out, choice)
 
@@ -333,8 +334,8 @@ def _shaped_want(s: Static, mix: Mix, cap: np.ndarray) -> np.ndarray:
     want = np.zeros(len(cap))
     if not mix.shaped:
         return want
-    bits = [s.model_bits(frozenset({name})) for name in s.models]  # each model's plain GPUs per node
-    per_model = np.bitwise_count(np.stack(bits))  # (M, N)
+    bits = _model_bits(s)  # each model's plain GPUs per node
+    per_model = np.bitwise_count(bits)  # (M, N)
     linked: np.ndarray | None = None  # (M, N) the largest all-NVLinked set of them, when a class needs it
     for c, share in mix.shaped:
         enough = per_model
@@ -353,12 +354,22 @@ def _contention_growth(v: View, con: np.ndarray, at: np.ndarray | None, taken: n
     per contended model."""
     if taken is not None:  # whole GPUs: count the taken ones of each contended model
         out = np.zeros(len(taken))
+        per_model = _model_bits(v.s)
+        per_model = per_model if at is None else per_model.take(at, axis=1)
         for m in np.flatnonzero(con[:-1]).tolist():
-            bits = _sel(v.s.model_bits(frozenset({v.s.models[m]})), at)
-            out += con[m] * FULL_MILLI * np.bitwise_count(taken & bits)
+            out += con[m] * FULL_MILLI * np.bitwise_count(taken & per_model[m])
         return out
     assert slot_model is not None  # a share: the model of the chosen GPU
     return con.take(slot_model) * gone
+
+
+def _model_bits(s: Static) -> np.ndarray:
+    """(M, N) each model's plain GPUs per node, as bit sets (Static.model_bits of one model each)."""
+    hit = s.cache.get("per-model bits")
+    if hit is None:
+        hit = s.cache["per-model bits"] = (np.stack([s.model_bits(frozenset({m})) for m in s.models]) if s.models
+                                           else np.zeros((0, len(s.names)), np.int64))
+    return hit
 
 
 def _threshold_models(s: Static, g: Groups) -> np.ndarray:
