@@ -26,6 +26,10 @@ go to the earliest node in the snapshot's order (optionally first to a node alre
 is what makes FGD strong; exact float growth alone packs worse (see README, packing quality).
 The integer answer keeps the best node alone at 10, so kube-scheduler (which breaks ties at random)
 picks exactly the node the float score prefers.
+
+A node's value depends only on its own columns (and the contention vector), so each demand's values
+are remembered per node and a later call redoes only the nodes changed since (`_Memo`; the rows come
+from persist.Columns' log); `forget()` drops them.
 """
 
 from __future__ import annotations
