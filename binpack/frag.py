@@ -22,11 +22,10 @@ from binpack.snapshot import Static, View
 @dataclass(frozen=True, eq=False)
 class Groups:
     """The mix's classes, grouped by the GPU models they allow. Every group's distinct milli
-    thresholds are stacked on one axis (U, the sum over groups), so that `lost` and `moved` make one
-    pass over (U, R) however many groups the mix has; only `stats` works group by group."""
+    thresholds are stacked on one axis (U, the sum over groups), so that `stats`, `lost` and `moved`
+    make one pass however many groups the mix has."""
 
     models: tuple[frozenset[str], ...]  # per group (empty: any model)
-    spans: tuple[slice, ...]  # per group, its thresholds' rows of the U axis
     th: np.ndarray  # (U,) int32 distinct milli thresholds, group after group
     th16: np.ndarray  # (U, 1, 1) int16, the same, to compare with (K, R) free milli
     gu: np.ndarray  # (U,) each threshold's group
@@ -55,26 +54,24 @@ def groups(mix: Mix) -> Groups:
     if hit is None:
         count, milli, tcpu, tmem = mix.arrays()
         models = tuple(dict.fromkeys(c.models for c in mix.classes))
-        spans: list[slice] = []
         ths: list[np.ndarray] = []
         gus: list[np.ndarray] = []
         uis: list[np.ndarray] = []
         order: list[int] = []
-        base = 0
+        base = 0  # the group's first threshold row
         for gi, m in enumerate(models):
             idx = [t for t, c in enumerate(mix.classes) if c.models == m]
             th, ui = np.unique(milli[idx], return_inverse=True)
-            spans.append(slice(base, base + len(th)))
-            base += len(th)
             ths.append(th)
             gus.append(np.full(len(th), gi))
-            uis.append(spans[-1].start + ui)
+            uis.append(base + ui)
+            base += len(th)
             order += idx
         th_all = np.concatenate(ths).astype(np.int32) if ths else np.zeros(0, np.int32)
         at = np.asarray(order, np.int64)
         q = np.round(mix.prob.take(at) / _UNIT)
         hit = _GROUPS[mix] = Groups(
-            models, tuple(spans), th_all, th_all.astype(np.int16)[:, None, None],
+            models, th_all, th_all.astype(np.int16)[:, None, None],
             np.concatenate(gus) if gus else np.zeros(0, np.int64),
             np.concatenate(uis) if uis else np.zeros(0, np.int64),
             count.take(at).astype(np.int16), tcpu.take(at), tmem.take(at), q, float(q.sum()) * _UNIT)

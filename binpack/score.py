@@ -103,7 +103,9 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
         ints = np.where(fitted.fits, MAX_SCORE // 2, 0).astype(np.int64)
         return Scores(np.where(fitted.fits, 0.0, -np.inf), ints, np.full(n, -1, np.int64))
     if d.kind is DemandKind.MIG:
-        return _scores(n, rows, _mig_value(v, fitted, rows), np.full(n, -1, np.int64))
+        mig = np.zeros(n)
+        mig[rows] = _mig_value(v, fitted, rows)
+        return _scores(fitted.fits, rows, mig, np.full(n, -1, np.int64))
     # the one term that is not per node: refreshed every CONTENTION_REFRESH calls, read once here
     con = (contention(v, mix) if len(mix) and policy.contention and (mix.restricted or mix.shaped)
            and d.kind is not DemandKind.NONE else None)
@@ -142,7 +144,7 @@ def _score(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy = DEFAULT_P
                 memo.fits = fitted.fits.copy()
             memo.epoch, memo.con = v.epoch or 0, con  # con: equal values, and `is` holds next time
             per.move_to_end(key)
-        return _scores_every(fitted.fits, rows, memo.vals, memo.choice.copy())
+        return _scores(fitted.fits, rows, memo.vals, memo.choice.copy())
 
 
 @dataclass(eq=False)
@@ -261,24 +263,11 @@ def _sel(a: np.ndarray, at: np.ndarray | None) -> np.ndarray:
     return a if at is None else a.take(at, axis=0)
 
 
-def _scores(n: int, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
-    """Scores from the float values of the fitting rows (every other node: -inf and 0)."""
-    value = np.full(n, -np.inf)
-    value[rows] = vals
-    return Scores(value, _to_int(n, rows, vals), choice)
-
-
-def _scores_every(fits: np.ndarray, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
-    """_scores from float values of every row, of which only the fitting `rows` count."""
+def _scores(fits: np.ndarray, rows: np.ndarray, vals: np.ndarray, choice: np.ndarray) -> Scores:
+    """Scores from float values of every row, of which only the fitting `rows` count (every other
+    node: -inf and 0)."""
     value = np.where(fits, vals, -np.inf)
-    top = int(value.argmax())
-    lo, hi = float(vals.take(rows).min()), float(value[top])
-    if hi - lo > 1e-12:  # as _to_int: truncation = floor, never negative (-inf, the others: 0)
-        out = np.maximum((value - lo) * ((MAX_SCORE - 1) / (hi - lo)), 0.0).astype(np.int64)
-    else:
-        out = np.where(fits, MAX_SCORE - 1, 0).astype(np.int64)
-    out[top] = MAX_SCORE
-    return Scores(value, out, choice)
+    return Scores(value, _ints(value, rows), choice)
 
 
 @dataclass(eq=False)
@@ -378,7 +367,7 @@ def _model_bits(s: Static) -> np.ndarray:
 
 def _threshold_models(s: Static, g: Groups) -> np.ndarray:
     """(U, M) bool: whether a GPU of model m counts at threshold row u (u's group allows m)."""
-    key = ("threshold models", g.models, tuple(span.stop for span in g.spans))
+    key = ("threshold models", g.models, g.gu.tobytes())
     hit = s.cache.get(key)
     if hit is None:
         per_group = np.stack([s.model_mask(m) if m else np.ones(len(s.models), bool) for m in g.models])
@@ -467,18 +456,18 @@ def _topology_bonus(v: View, d: Demand, rows: np.ndarray, bits: np.ndarray) -> n
 def integer_scores(value: np.ndarray) -> np.ndarray:
     """0..10 for float scores (-inf where the demand does not fit, which gets 0): the best alone at 10."""
     rows = np.isfinite(value).nonzero()[0]
-    return _to_int(len(value), rows, value.take(rows)) if len(rows) else np.zeros(len(value), np.int64)
+    return _ints(value, rows) if len(rows) else np.zeros(len(value), np.int64)
 
 
-def _to_int(n: int, rows: np.ndarray, vals: np.ndarray) -> np.ndarray:
+def _ints(value: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """0..10 with the best node alone at 10 (kube-scheduler picks at random among equal totals),
-    the others scaled into 0..9 by their float score (vals, of rows; 0 for the other nodes)."""
-    out = np.zeros(n, np.int64)
-    top = int(vals.argmax())
-    lo, hi = vals.min(), vals[top]
-    if hi - lo > 1e-12:
-        out[rows] = (vals - lo) * ((MAX_SCORE - 1) / (hi - lo))  # truncation = floor: never negative
+    the others scaled into 0..9 by their float score; value is -inf except at `rows` (those get 0)."""
+    top = int(value.argmax())
+    lo, hi = float(value.take(rows).min()), float(value[top])
+    if hi - lo > 1e-12:  # truncation = floor, never negative; -inf becomes 0
+        out = np.maximum((value - lo) * ((MAX_SCORE - 1) / (hi - lo)), 0.0).astype(np.int64)
     else:
+        out = np.zeros(len(value), np.int64)
         out[rows] = MAX_SCORE - 1
-    out[rows[top]] = MAX_SCORE
+    out[top] = MAX_SCORE
     return out
