@@ -4,6 +4,11 @@
     gpupack agent --once --print          # print the inventory JSON, touch nothing in Kubernetes
     gpupack agent --once --print --fake dgx1-v100   # the same on a fake board, no GPU needed
     gpupack agent --dynamic-mig           # also create/destroy MIG instances for pods bound here
+    gpupack agent --handoff envvar        # the device plugin's legacy hand-off (see docs/handoff.md)
+
+Besides publishing the inventory, the agent is the node's device plugin (scheduler/agent/plugin.py):
+it advertises nvidia.com/gpu, nvidia.com/mig-<profile> and gpupack.io/gpu-share to kubelet and
+answers Allocate with the devices gpupack booked, as CDI devices.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.agent import nvml as nv
-from scheduler.agent.discover import discover, to_json
+from scheduler.agent.cdi import DEFAULT_DIRS, read_specs
+from scheduler.agent.discover import Inventory, discover, to_json
+from scheduler.agent.handoff import Mode
+from scheduler.agent.kubeletapi import DEVICE_PLUGIN_PATH, POD_RESOURCES_SOCKET
 from scheduler.agent.publish import run
+from scheduler.agent.service import HandoffOptions, advertised_table, start_handoff
 
 log = logging.getLogger("gpupack.agent")
 
@@ -55,8 +64,23 @@ def agent(
         "--dynamic-mig", help="create and destroy MIG instances for the pods bound here (off: read-only)")] = False,
     resync: Annotated[int, typer.Option(min=10, help="seconds between full pod re-lists (dynamic MIG)")] = 300,
     heartbeat: Annotated[Path | None, typer.Option(help="file touched after each pass (liveness probe)")] = None,
-    fake: Annotated[str, typer.Option(hidden=True, help="read a fake board (scheduler/agent/fake_nvml.py)")] = "",
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    fake: Annotated[str, typer.Option(
+        help="read a fake board instead of NVML (a100-nvswitch, dgx1-v100, t4-pcie, ...; for trying without a GPU)",
+    )] = "",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING (any case)")] = "INFO",
+    device_plugin: Annotated[bool, typer.Option(
+        "--device-plugin/--no-device-plugin",
+        help="serve kubelet's device plugin API (replaces NVIDIA's plugin)")] = True,
+    handoff: Annotated[Mode, typer.Option(
+        help="how Allocate hands devices over: cdi-cri (containerd >= 1.7, CRI-O), cdi-annotations (older "
+             "runtimes), envvar (legacy)")] = Mode.CDI_CRI,
+    share_slots: Annotated[int, typer.Option(min=0, max=64, help="gpupack.io/gpu-share slots per GPU")] = 16,
+    plugin_dir: Annotated[Path, typer.Option(help="kubelet's device plugin socket folder")] = Path(DEVICE_PLUGIN_PATH),
+    pod_resources: Annotated[Path, typer.Option(help="kubelet's PodResources socket")] = Path(POD_RESOURCES_SOCKET),
+    cdi_dir: Annotated[list[Path] | None, typer.Option(help="CDI spec folders to check (repeat)")] = None,
+    health_interval: Annotated[float, typer.Option(min=1.0, help="seconds between device health reads")] = 10.0,
+    reconcile_interval: Annotated[float, typer.Option(min=1.0, help="seconds between PodResources checks")] = 30.0,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="Prometheus metrics port (0: off)")] = 0,
 ) -> None:
     """Discover this node's GPUs (NVML) and publish them as its gpupack.io/gpu-inventory annotation."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
@@ -66,23 +90,29 @@ def agent(
                                  param_hint="--node-name")
     nvml = _nvml(fake)
     stop = threading.Event()
+    opts = HandoffOptions(
+        enabled=device_plugin, mode=handoff, share_slots=share_slots, plugin_dir=plugin_dir,
+        pod_resources=pod_resources, cdi_dirs=tuple(cdi_dir) if cdi_dir else tuple(Path(d) for d in DEFAULT_DIRS),
+        health_s=health_interval, reconcile_s=reconcile_interval, metrics_port=metrics_port)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
     try:
-        _agent(nvml, node_name, interval, once, show, dynamic_mig, resync, heartbeat, stop)
+        _agent(nvml, node_name, interval, once, show, dynamic_mig, resync, heartbeat, stop, opts)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 
 
 def _agent(nvml: nv.Nvml, node_name: str, interval: float, once: bool, show: bool, dynamic_mig: bool, resync: int,
-           heartbeat: Path | None, stop: threading.Event) -> None:
+           heartbeat: Path | None, stop: threading.Event, opts: HandoffOptions) -> None:
     if show:
         if dynamic_mig:
             log.info("--print: MIG-enabled GPUs are reported as dynamic; no instance is created (no pods to read)")
-        _print_loop(nvml, dynamic_mig, interval, stop, heartbeat, once)
+        _print_loop(nvml, dynamic_mig, interval, stop, heartbeat, once, opts)
         return
     api = _kube_api()
+    if opts.enabled and not once:
+        start_handoff(opts, api, node_name, lambda: discover(nvml, dynamic_mig), stop)
     if dynamic_mig:
         from scheduler.agent.dynamic import MigController
 
@@ -95,16 +125,21 @@ def _agent(nvml: nv.Nvml, node_name: str, interval: float, once: bool, show: boo
 
 
 def _print_loop(nvml: nv.Nvml, dynamic_mig: bool, interval: float, stop: threading.Event,
-                heartbeat: Path | None, once: bool) -> None:
-    """--print: each new inventory as indented JSON on stdout."""
-    current: list[Any] = [None]
+                heartbeat: Path | None, once: bool, opts: HandoffOptions) -> None:
+    """--print: each new inventory as indented JSON on stdout; what the device plugin would advertise,
+    and whether the node's CDI specs name it, as a table on stderr."""
+    current: list[Inventory | None] = [None]
 
-    def found() -> Any:
-        current[0] = discover(nvml, dynamic_mig)
-        return current[0]
+    def found() -> Inventory:
+        inv = current[0] = discover(nvml, dynamic_mig)
+        return inv
 
     def emit(_text: str) -> None:
-        print(to_json(current[0]), flush=True)
+        inv = current[0]
+        assert inv is not None
+        print(to_json(inv), flush=True)
+        if opts.enabled:
+            advertised_table(inv.gpus, opts.share_slots, read_specs(opts.cdi_dirs), opts.mode)
 
     run(found, interval, stop, emit=emit, heartbeat=heartbeat, once=once)
 

@@ -1,0 +1,74 @@
+"""The device plugin's Kubernetes side: the pods bound to this node, and record corrections.
+
+A correction rewrites the pod's `gpupack.io/devices` to what kubelet allocated (kubelet wins, so
+kubelet's accounting, the container and the record agree), guarded by the pod's resourceVersion so
+a concurrent write is never lost, and puts a Warning Event on the pod saying what happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from binpack import Gpu
+from scheduler.agent.handoff import Booking
+from scheduler.devices import DEVICES, corrected
+
+log = logging.getLogger("gpupack.agent.records")
+CORRECTED_REASON = "GpupackDevicesCorrected"
+_TIMEOUT = (5, 15)
+
+
+class KubePodSource:
+    """PodSource over a kubernetes CoreV1Api; `gpus` gives the node's current inventory."""
+
+    def __init__(self, api: Any, node: str, gpus: Callable[[], Sequence[Gpu]]) -> None:
+        self.api = api
+        self.node = node
+        self.gpus = gpus
+
+    def pods(self) -> list[Mapping[str, Any]]:
+        resp = self.api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}",
+                                                    _preload_content=False, _request_timeout=_TIMEOUT)
+        return list(orjson.loads(resp.data).get("items") or [])
+
+    def _read(self, ns: str, name: str) -> dict[str, Any]:
+        resp = self.api.read_namespaced_pod(name, ns, _preload_content=False, _request_timeout=_TIMEOUT)
+        return dict(orjson.loads(resp.data))
+
+    def correct(self, booking: Booking, devices: Sequence[str], message: str) -> None:
+        pod = self._read(booking.namespace, booking.name)
+        meta = pod.get("metadata") or {}
+        if booking.uid and meta.get("uid") != booking.uid:
+            return  # a new pod of the same name: not the one admitted
+        text = str((meta.get("annotations") or {}).get(DEVICES) or "")
+        new = corrected(text, booking.container, list(devices), self.gpus())
+        if new != text:
+            body = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": {DEVICES: new}}}
+            self.api.patch_namespaced_pod(booking.name, booking.namespace, body, _request_timeout=_TIMEOUT)
+        self.event(pod, CORRECTED_REASON, message)
+
+    def event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str = "Warning") -> None:
+        """A core/v1 Event on the pod (best effort: a failed Event is a log line)."""
+        meta = pod.get("metadata") or {}
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta.get("namespace"),
+                               "name": meta.get("name"), "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1024], "type": kind, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "gpupack-agent", "host": self.node},
+        }
+        try:
+            self.api.create_namespaced_event(meta.get("namespace"), body, _request_timeout=_TIMEOUT)
+        except Exception as e:
+            log.warning("event on %s/%s not written: %s", meta.get("namespace"), meta.get("name"), e)
+
+
+__all__ = ["CORRECTED_REASON", "KubePodSource"]
