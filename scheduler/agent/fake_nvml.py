@@ -316,7 +316,9 @@ class FakeNvml:
 
 
 def mig_uuid(gpu_uuid: str, gi: int, ci: int) -> str:
-    return f"MIG-{gpu_uuid.removeprefix('GPU-')[:-4]}{gi:02x}{ci:02x}"
+    """Unique per GPU (its last two hex digits are kept), GI and CI, as real MIG UUIDs are per node."""
+    body = gpu_uuid.removeprefix("GPU-")
+    return f"MIG-{body[:-6]}{body[-2:]}{gi:02x}{ci:02x}"
 
 
 def _gpu_uuid(board: int, i: int) -> str:
