@@ -134,7 +134,7 @@ def record_from(annotations: Mapping[str, str]) -> Record | None:
         return None
     doc = _load(str(text))
     try:
-        per = doc.get("containers") or {}
+        per = doc.get("containers", {})
         if not isinstance(per, dict):
             raise TypeError("containers is not an object")
         containers = []

@@ -27,6 +27,9 @@ A_TOPOLOGY = "gpupack.io/topology"
 A_GROUP = "gpupack.io/pod-group"
 A_GROUP_MIN = "gpupack.io/pod-group-min"
 GPU_RESOURCES = (GPU, MEMORY, COMPUTE)
+# One slot of gpupack's device plugin per share container (the webhook adds it): it sends the
+# container through kubelet's Allocate, which hands over the GPU the share was booked on.
+SHARE_SLOT = "gpupack.io/gpu-share"
 
 
 class InvalidPod(ValueError):

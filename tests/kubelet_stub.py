@@ -55,7 +55,7 @@ class FakeKubelet(pb_grpc.RegistrationServicer):
         self._lock = threading.Lock()
 
     # --- kubelet's registration service -----------------------------------------------------------
-    def Register(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Register(self, request: Any, context: Any) -> Any:
         with self._lock:
             self.registered.append(request)
             self.endpoints[request.resource_name] = request.endpoint
@@ -191,7 +191,7 @@ class FakePodResources(prpb_grpc.PodResourcesListerServicer):
     def __init__(self, kubelet: FakeKubelet) -> None:
         self.k = kubelet
 
-    def List(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def List(self, request: Any, context: Any) -> Any:
         pods: dict[tuple[str, str], list[Any]] = {}
         for (ns, name, ctr), per in self.k.by_container.items():
             pods.setdefault((ns, name), []).append(prpb.ContainerResources(name=ctr, devices=[

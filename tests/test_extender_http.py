@@ -10,7 +10,7 @@ import orjson
 import pytest
 from extender_support import args, pod, post, serve, wait_for
 
-from scheduler.devices import DEVICES, VISIBLE
+from scheduler.devices import DEVICES, record_from
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
 from scheduler.state.cluster import ClusterState
@@ -66,7 +66,8 @@ def test_each_demand_through_every_verb(kind: str, mode: str) -> None:
         stored = api.get_pod("default", p["metadata"]["name"])
         assert stored["spec"]["nodeName"] == target
         assert orjson.loads(stored["metadata"]["annotations"][DEVICES])["node"] == target
-        assert stored["metadata"]["annotations"][VISIBLE + "main"]
+        rec = record_from(stored["metadata"]["annotations"])
+        assert rec is not None and rec.container("main") is not None and rec.container("main").devices
         wait_for(lambda: not state.assumed())  # the watch saw the pod bound: the ledger holds it
         assert p["metadata"]["uid"] in state.ledger.recorded()
         # a second pod of the same shape no longer fits where the first took everything it could

@@ -4,7 +4,7 @@ import pytest
 
 from binpack import Demand, Snapshot, Topology, place
 from binpack.demo import demo_nodes
-from scheduler.devices import DEVICES, MPS_MEMORY, MPS_THREADS, VISIBLE, InvalidDevices, annotations_for, placement_from
+from scheduler.devices import DEVICES, InvalidDevices, annotations_for, corrected, placement_from, record_from
 from scheduler.podspec import read_pod
 
 
@@ -19,8 +19,11 @@ def test_whole_gpus_split_between_containers() -> None:
     req = read_pod(two_container_pod({"nvidia.com/gpu": "2"}, {"nvidia.com/gpu": "1"}))
     p = place(snap, req.demand, "dgx-h100-0")
     assert p is not None
-    ann = annotations_for(req, p, snap.node("dgx-h100-0"))
-    a, b = ann[VISIBLE + "a"].split(","), ann[VISIBLE + "b"].split(",")
+    ann = annotations_for(req, p, snap.node("dgx-h100-0"), bound_ns=7)
+    assert set(ann) == {DEVICES}  # one record, no per-container annotations (any container name fits)
+    rec = record_from(ann)
+    assert rec is not None and rec.bound_ns == 7 and rec.node == "dgx-h100-0"
+    a, b = (list(c.devices) for c in rec.containers)
     assert len(a) == 2 and len(b) == 1 and not set(a) & set(b)
     assert all(x.startswith("GPU-") for x in a + b)
     assert placement_from(ann) == p
@@ -34,8 +37,11 @@ def test_share_containers_get_mps_limits() -> None:
     p = place(snap, req.demand, "t4-0")
     assert p is not None
     ann = annotations_for(req, p, snap.node("t4-0"))
-    assert ann[MPS_THREADS + "a"] == "20" and ann[MPS_MEMORY + "b"] == "0=2048M"
-    assert ann[VISIBLE + "a"] == ann[VISIBLE + "b"]
+    rec = record_from(ann)
+    assert rec is not None
+    a, b = rec.containers
+    assert (a.memory_mib, a.compute_milli, b.memory_mib, b.compute_milli) == (1024, 200, 2048, 300)
+    assert a.devices == b.devices == (snap.node("t4-0").gpus[p.gpus[0]].uuid,)
 
 
 def test_nvlink_demand_record() -> None:
@@ -53,3 +59,30 @@ def test_bad_record(text: str) -> None:
     with pytest.raises(InvalidDevices):
         placement_from({DEVICES: text})
     assert placement_from({}) is None
+
+
+def test_correction_moves_the_placement_to_what_kubelet_allocated() -> None:
+    snap = Snapshot.build(demo_nodes())
+    node = snap.node("dgx-h100-0")
+    req = read_pod(two_container_pod({"nvidia.com/gpu": "2"}, {"nvidia.com/gpu": "1"}))
+    p = place(snap, req.demand, "dgx-h100-0")
+    assert p is not None
+    text = annotations_for(req, p, node)[DEVICES]
+    free = [g.uuid for g in node.gpus if g.index not in p.gpus]
+    new = corrected(text, "b", free[:1], node.gpus)
+    moved = placement_from({DEVICES: new})
+    index_of = {g.uuid: g.index for g in node.gpus}
+    assert moved is not None and moved.gpus == (*p.gpus[:2], index_of[free[0]])
+    rec = record_from({DEVICES: new})
+    assert rec is not None and rec.container("b") is not None and rec.container("b").devices == (free[0],)
+    with pytest.raises(InvalidDevices):
+        corrected(text, "nope", free[:1], node.gpus)
+
+
+@pytest.mark.parametrize("text", ['{"v": 1, "node": "n", "kind": "whole", "containers": {"a": {"devices": [1]}}}',
+                                  '{"v": 1, "node": "n", "kind": "whole", "containers": []}',
+                                  '{"v": 1, "node": "n", "kind": "whole", "containers": {"a": {}}}',
+                                  "x" * 70000])
+def test_bad_record_for_the_agent(text: str) -> None:
+    with pytest.raises(InvalidDevices):
+        record_from({DEVICES: text})

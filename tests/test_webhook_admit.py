@@ -17,13 +17,16 @@ from webhook.products import GFD_PRODUCTS, PRODUCT_LABEL, is_label_value, produc
 POLICY = Policy()
 
 
-def ctr(*parts: str | dict[str, str], env: list[Any] | None = None) -> dict[str, Any]:
+def ctr(*parts: str | dict[str, str], env: list[Any] | None = None,
+        envFrom: list[Any] | None = None) -> dict[str, Any]:
     """A container: its name (default main) and GPU limits, copied to requests as the apiserver does."""
     name = next((x for x in parts if isinstance(x, str)), "main")
     lim = next((x for x in parts if isinstance(x, dict)), {})
     c: dict[str, Any] = {"name": name, "image": "cuda", "resources": {"limits": lim, "requests": {"cpu": "1", **lim}}}
     if env is not None:
         c["env"] = env
+    if envFrom is not None:
+        c["envFrom"] = envFrom
     return c
 
 
@@ -72,8 +75,17 @@ DENIALS = [
     ("pod group without size", pod(ctr(GPU), ann={"gpupack.io/pod-group": "g"}), "gpupack.io/pod-group-min"),
     ("more GPUs than a node", pod(ctr({"nvidia.com/gpu": "9"})), "max per node is 8"),
     ("bad topology", pod(ctr(GPU), ann={"gpupack.io/topology": "ring"}), "nvlink, best-effort"),
-    ("container name too long", pod(ctr("c" * 48, GPU)), "at most 47 characters"),
-    ("share name too long", pod(ctr("c" * 42, {"gpupack.io/gpu-compute": "10"})), "at most 41 characters"),
+    ("sets NVIDIA_VISIBLE_DEVICES", pod(ctr(GPU, env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}])),
+     "ask for GPUs with resources"),
+    ("CPU pod sets NVIDIA_VISIBLE_DEVICES", pod(ctr("cpu", env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "0,1"}])),
+     "would reach GPUs gpupack did not book"),
+    ("NVIDIA_VISIBLE_DEVICES from a field", pod(ctr(GPU, env=[{"name": "NVIDIA_VISIBLE_DEVICES", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.annotations['x']"}}}])), "remove it"),
+    ("envFrom prefix", pod(ctr(GPU, envFrom=[{"prefix": "NVIDIA_", "configMapRef": {"name": "x"}}])),
+     "use another prefix"),
+    ("pod writes the record", pod(ctr(GPU), ann={"gpupack.io/devices": "{}"}), "written by gpupack only"),
+    ("old per-container key", pod(ctr(GPU), ann={"gpupack.io/visible-devices.main": "all"}), "written by gpupack only"),
+    ("CDI annotation", pod(ctr("cpu"), ann={"cdi.k8s.io/x": "nvidia.com/gpu=all"}), "asks the runtime to inject CDI"),
 ]
 
 
@@ -97,42 +109,46 @@ def test_no_gpu_is_allowed_untouched(p: dict[str, Any]) -> None:
     assert d.allowed and d.patch == () and d.result == "skipped"
 
 
-def test_whole_gpus_two_containers_and_init_get_their_own_devices() -> None:
+def test_whole_gpus_two_containers_and_init_get_no_env_only_the_scheduler() -> None:
     p = pod(ctr("a", GPU, env=[{"name": "KEEP", "value": "1"}]), ctr("b", {"nvidia.com/gpu": "2"}), ctr("cpu"),
             init=[ctr("warm", GPU)])
     out = apply(p, admit(p, POLICY))
     assert out["spec"]["schedulerName"] == "gpupack-scheduler"
-    assert env_of(out, "a") == {"KEEP": "1",
-                                "NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.a']"}
-    assert env_of(out, "b")["NVIDIA_VISIBLE_DEVICES"] == "metadata.annotations['gpupack.io/visible-devices.b']"
-    assert env_of(out, "warm", "initContainers") == {
-        "NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.warm']"}
-    assert env_of(out, "cpu") == {}
+    assert env_of(out, "a") == {"KEEP": "1"}  # devices come from the device plugin, not from env
+    assert env_of(out, "b") == env_of(out, "cpu") == env_of(out, "warm", "initContainers") == {}
     assert out["spec"]["tolerations"] == [dict(TOLERATION)]
+    assert "gpupack.io/gpu-share" not in str(out)
 
 
-def test_user_visible_devices_is_replaced_with_a_warning() -> None:
-    p = pod(ctr(GPU, env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]))
-    d = admit(p, POLICY)
-    out = apply(p, d)
-    assert env_of(out, "main") == {"NVIDIA_VISIBLE_DEVICES": "metadata.annotations['gpupack.io/visible-devices.main']"}
-    assert any("NVIDIA_VISIBLE_DEVICES replaced" in w for w in d.warnings)
+@pytest.mark.parametrize("value", ["void", "none", ""])
+def test_visible_devices_that_grant_nothing_are_allowed(value: str) -> None:
+    p = pod(ctr(GPU, env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": value}]))
+    assert admit(p, POLICY).allowed
 
 
-def test_share_containers_get_mps_env_only_for_what_they_ask() -> None:
-    p = pod(ctr("mem", {"gpupack.io/gpu-memory": "1024"}),
-            ctr("both", {"gpupack.io/gpu-memory": "1024", "gpupack.io/gpu-compute": "20"}))
+def test_long_container_names_are_fine_now_that_no_annotation_carries_them() -> None:
+    p = pod(ctr("c" * 63, {"gpupack.io/gpu-compute": "10"}))
     out = apply(p, admit(p, POLICY))
-    assert set(env_of(out, "mem")) == {"NVIDIA_VISIBLE_DEVICES", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"}
-    assert env_of(out, "both")["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == \
-        "metadata.annotations['gpupack.io/mps-thread-percentage.both']"
+    assert out["spec"]["containers"][0]["resources"]["limits"]["gpupack.io/gpu-share"] == "1"
+
+
+def test_share_containers_each_get_one_slot_of_the_device_plugin() -> None:
+    p = pod(ctr("mem", {"gpupack.io/gpu-memory": "1024"}),
+            ctr("both", {"gpupack.io/gpu-memory": "1024", "gpupack.io/gpu-compute": "20"}), ctr("cpu"))
+    out = apply(p, admit(p, POLICY))
+    for i in (0, 1):
+        res = out["spec"]["containers"][i]["resources"]
+        assert res["limits"]["gpupack.io/gpu-share"] == res["requests"]["gpupack.io/gpu-share"] == "1"
+    assert "gpupack.io/gpu-share" not in str(out["spec"]["containers"][2])
+    assert env_of(out, "mem") == env_of(out, "both") == {}
 
 
 def test_fraction_rewrite_with_no_resources_at_all() -> None:
     p = pod({"name": "main", "image": "x"}, ctr("side"), ann={"gpupack.io/gpu-fraction": "0.25"})
     out = apply(p, admit(p, POLICY))
-    assert out["spec"]["containers"][0]["resources"] == {"limits": {"gpupack.io/gpu-compute": "25"},
-                                                         "requests": {"gpupack.io/gpu-compute": "25"}}
+    assert out["spec"]["containers"][0]["resources"] == {
+        "limits": {"gpupack.io/gpu-compute": "25", "gpupack.io/gpu-share": "1"},
+        "requests": {"gpupack.io/gpu-compute": "25", "gpupack.io/gpu-share": "1"}}
     assert read_pod(out).demand.compute_milli == 250
 
 

@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from scheduler.podspec import InvalidPod, read_pod
-from webhook.admit import Policy, admit, asks_for_gpu
+from webhook.admit import Policy, admit, asks_for_gpu, handoff_problem
 from webhook.patch import TOLERATION
 
 POLICY = Policy(runtime_class="nvidia")
 NAMES = ["main", "side", "worker", "a-b", "x1", "loader"]
-OWN_CHECKS = ("max per node", "requests", "gpupack.io/gpu-fraction", "characters")
+OWN_CHECKS = ("max per node", "requests", "gpupack.io/gpu-fraction")
 
 
 @st.composite
@@ -106,13 +106,13 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
-def _gpu_env(pod: dict[str, Any], name: str) -> str:
+def _slots(pod: dict[str, Any], name: str) -> str:
     for key in ("containers", "initContainers"):
         for c in pod["spec"].get(key, []):
             if c["name"] == name:
-                hits = [e for e in c.get("env", []) if e["name"] == "NVIDIA_VISIBLE_DEVICES"]
-                assert len(hits) >= 1
-                return str(hits[-1]["valueFrom"]["fieldRef"]["fieldPath"])
+                res = c.get("resources", {})
+                assert res["limits"]["gpupack.io/gpu-share"] == res["requests"]["gpupack.io/gpu-share"]
+                return str(res["limits"]["gpupack.io/gpu-share"])
     raise AssertionError(name)
 
 
@@ -123,6 +123,10 @@ def test_patch_applies_is_idempotent_and_keeps_the_demand(pod: dict[str, Any]) -
     d = admit(pod, POLICY)
     assert pod == original  # pure: the input is not touched
     event(f"result={d.result}")
+    refused = handoff_problem(pod)
+    if refused:  # NVIDIA_VISIBLE_DEVICES set by the pod itself, GPU pod or not
+        assert not d.allowed and d.message == "gpupack: " + refused and "NVIDIA_VISIBLE_DEVICES" in refused
+        return
     if not asks_for_gpu(pod):
         assert d.allowed and d.patch == ()
         return
@@ -145,7 +149,9 @@ def test_patch_applies_is_idempotent_and_keeps_the_demand(pod: dict[str, Any]) -
     assert after.containers == before.containers
     assert out["spec"]["schedulerName"] == "gpupack-scheduler"
     assert out["spec"]["runtimeClassName"] == "nvidia"
-    for c in after.containers:
-        assert _gpu_env(out, c.name) == f"metadata.annotations['gpupack.io/visible-devices.{c.name}']"
+    for c in after.containers:  # each share container goes through the device plugin's Allocate
+        if after.demand.kind.value == "share":
+            assert _slots(out, c.name) == "1"
+    assert "gpupack.io/visible-devices" not in str(out)
     assert any(t.get("operator") == "Exists" and t.get("key") in (None, "nvidia.com/gpu")
                for t in out["spec"]["tolerations"])

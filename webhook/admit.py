@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from binpack import DemandKind
-from scheduler.devices import ENV_FOR_PREFIX, MPS_MEMORY, MPS_THREADS, VISIBLE
+from scheduler.devices import DEVICES
 from scheduler.podspec import (
     A_FRACTION,
     A_GROUP,
@@ -23,6 +23,7 @@ from scheduler.podspec import (
     COMPUTE,
     GPU,
     MEMORY,
+    SHARE_SLOT,
     InvalidPod,
     PodRequest,
     gpu_resource_names,
@@ -34,7 +35,12 @@ from webhook.products import product_values, unknown_models
 
 PREFIX = "gpupack: "
 DEFAULT_SCHEDULER = "default-scheduler"
-_NAME_MAX = 63  # the name part of a qualified annotation key; the fieldRef path is validated the same way
+VISIBLE_ENV = "NVIDIA_VISIBLE_DEVICES"
+_HARMLESS = ("", "void", "none")  # values under which the NVIDIA runtime injects no GPU
+# Annotations only gpupack writes (the record) or that once carried it, and CDI injection requests.
+_RESERVED_PREFIXES = ("gpupack.io/visible-devices.", "gpupack.io/mps-thread-percentage.",
+                      "gpupack.io/mps-memory-limit.")
+_CDI_PREFIX = "cdi.k8s.io/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,26 +155,49 @@ def _share_resources(req: PodRequest, spec: Mapping[str, Any]) -> tuple[tuple[tu
     return tuple(out), ""
 
 
-def _env_pairs(req: PodRequest) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
-    """Per GPU container: the env vars it gets and the annotation (written at bind) each reads."""
-    out = []
-    for c in req.containers:
-        prefixes = [VISIBLE]
-        if req.demand.kind is DemandKind.SHARE:
-            prefixes += [p for p, on in ((MPS_THREADS, c.compute_milli), (MPS_MEMORY, c.memory_mib)) if on]
-        out.append((c.name, tuple((ENV_FOR_PREFIX[p], p + c.name) for p in prefixes)))
-    return tuple(out)
+def _share_slots(req: PodRequest) -> tuple[str, ...]:
+    """The containers of a share pod that get a `gpupack.io/gpu-share` slot (each that holds a share)."""
+    return tuple(c.name for c in req.containers) if req.demand.kind is DemandKind.SHARE else ()
 
 
-def _name_problem(env: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str:
-    for name, pairs in env:
-        for _, key in pairs:
-            part = key.split("/", 1)[1]
-            if len(part) > _NAME_MAX:
-                room = _NAME_MAX - (len(part) - len(name))
-                return (f"container {name!r}: its name is {len(name)} characters, too long for the annotation "
-                        f"{key.split('/', 1)[0]}/{part[:len(part) - len(name)]}<container> that carries its devices; "
-                        f"use at most {room} characters")
+def _all_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out = _containers(spec)
+    eph = spec.get("ephemeralContainers")
+    if isinstance(eph, list):
+        out.extend(c for c in eph if isinstance(c, Mapping))
+    return out
+
+
+def handoff_problem(pod: Mapping[str, Any]) -> str:
+    """Why a pod may not be admitted: it writes what only gpupack writes, or reaches for GPUs around
+    the device plugin (NVIDIA_VISIBLE_DEVICES, CDI annotations). Checked for every pod, GPU or not:
+    under the NVIDIA runtime's envvar strategy any container setting the variable gets the GPUs."""
+    for key in _annotations(pod):
+        k = str(key)
+        if k == DEVICES or k.startswith(_RESERVED_PREFIXES):
+            return (f"annotation {k} is written by gpupack only (at bind, the record of the devices it booked); "
+                    f"remove it and ask for GPUs with resources ({GPU}, nvidia.com/mig-<profile>, {MEMORY})")
+        if k.startswith(_CDI_PREFIX):
+            return (f"annotation {k} asks the runtime to inject CDI devices, around gpupack's device plugin; "
+                    f"remove it and ask for GPUs with resources ({GPU}: N, nvidia.com/mig-<profile>, {MEMORY})")
+    spec = pod.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    for c in _all_containers(spec):
+        where = f"container {c.get('name')!r}"
+        env = c.get("env")
+        for e in env if isinstance(env, list) else []:
+            if not isinstance(e, Mapping) or e.get("name") != VISIBLE_ENV:
+                continue
+            if "valueFrom" in e or str(e.get("value") or "").strip().lower() not in _HARMLESS:
+                return (f"{where}: sets {VISIBLE_ENV}, which would reach GPUs gpupack did not book for it; remove "
+                        f"it and ask for GPUs with resources ({GPU}: N); gpupack's device plugin gives each "
+                        "container exactly its GPUs (CUDA_VISIBLE_DEVICES may still re-order them)")
+        env_from = c.get("envFrom")
+        for src in env_from if isinstance(env_from, list) else []:
+            prefix = str(src.get("prefix") or "") if isinstance(src, Mapping) else ""
+            if prefix and VISIBLE_ENV.startswith(prefix):
+                return (f"{where}: envFrom with prefix {prefix!r} can set {VISIBLE_ENV}; use another prefix, and "
+                        f"ask for GPUs with resources ({GPU}: N)")
     return ""
 
 
@@ -190,7 +219,11 @@ def _model_affinity(pod: Mapping[str, Any], policy: Policy) -> tuple[tuple[str, 
 
 
 def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
-    """Allow a pod that asks for no GPU untouched; deny a malformed GPU request; patch a good one."""
+    """Allow a pod that asks for no GPU untouched; deny a malformed GPU request or one that reaches
+    for GPUs around the device plugin; patch a good one."""
+    problem = handoff_problem(pod)
+    if problem:
+        return _deny(problem)
     if not asks_for_gpu(pod):
         return Decision(True, "skipped", warnings=_ignored_annotations(pod))
     spec = pod.get("spec")
@@ -215,13 +248,12 @@ def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
         return _deny(f"pod requests {d.count} {GPU} but max per node is {policy.max_gpus_per_node}; ask for at "
                      f"most {policy.max_gpus_per_node}, or split the job into pods of a {A_GROUP}")
     share, problem = _share_resources(req, spec)
-    env = _env_pairs(req)
-    problem = problem or _name_problem(env)
     if problem:
         return _deny(problem)
     products, notes = _model_affinity(pod, policy) if d.models else ((), ())
     m = Mutation(scheduler_name=policy.scheduler_name, runtime_class=policy.runtime_class, products=products,
-                 share_resources=share, env=env)
+                 share_resources=(*share, (SHARE_SLOT, "1")) if share else (),
+                 slots=() if share else _share_slots(req))  # one write per container: patch ops see the original
     p = build_patch(pod, m)
     return Decision(True, "patched" if p.ops else "unchanged", patch=p.ops,
                     warnings=notes + tuple(PREFIX + w for w in p.warnings))

@@ -1,7 +1,8 @@
 """The JSONPatch (RFC 6902) that brings a GPU pod to what gpupack needs: one pure function, build_patch.
 
 `Mutation` says what the pod must carry (scheduler, toleration, product affinity, runtime class,
-share resources on the first container, env fieldRefs per GPU container); build_patch compares it
+share resources on the first container, a `gpupack.io/gpu-share` slot on each share container, so
+that kubelet admits it through gpupack's device plugin); build_patch compares it
 with the pod and emits only the operations still missing, so the patch for an already mutated pod
 is empty (safe with reinvocationPolicy IfNeeded). Every path is escaped per RFC 6901. Operations
 refer to the original document and never move array members, so they apply in order.
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.podspec import SHARE_SLOT
 from webhook.products import PRODUCT_LABEL
 
 Op = dict[str, Any]
@@ -24,13 +26,13 @@ _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 @dataclass(frozen=True, slots=True)
 class Mutation:
-    """What a GPU pod must carry. `env` maps a container name to (env var, annotation key) pairs."""
+    """What a GPU pod must carry. `slots` names the containers that get one share slot each."""
 
     scheduler_name: str
     runtime_class: str = ""
     products: tuple[str, ...] = ()
     share_resources: tuple[tuple[str, str], ...] = ()
-    env: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    slots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +56,6 @@ def _obj(x: object) -> Mapping[str, Any]:
 
 def _list(x: object) -> list[Any]:
     return x if isinstance(x, list) else []
-
-
-def env_entry(env: str, annotation: str) -> dict[str, Any]:
-    """A downward-API env var reading one pod annotation (apiVersion as the apiserver defaults it)."""
-    path = f"metadata.annotations['{annotation}']"
-    return {"name": env, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
-
-
-def _same_env(e: object, want: Mapping[str, Any]) -> bool:
-    if not isinstance(e, Mapping) or e.get("value") not in (None, ""):
-        return False
-    ref = _obj(_obj(e.get("valueFrom")).get("fieldRef"))
-    want_ref = want["valueFrom"]["fieldRef"]
-    return (set(_obj(e.get("valueFrom"))) == {"fieldRef"} and ref.get("fieldPath") == want_ref["fieldPath"]
-            and ref.get("apiVersion") in (None, "v1"))
 
 
 def _covers(t: object) -> bool:
@@ -160,25 +147,23 @@ def _where(spec: Mapping[str, Any], name: str) -> tuple[str, int, Mapping[str, A
     return None
 
 
-def _env(spec: Mapping[str, Any], name: str, pairs: tuple[tuple[str, str], ...], ops: list[Op],
-         warnings: list[str]) -> None:
+def _slot(spec: Mapping[str, Any], name: str, ops: list[Op]) -> None:
+    """One `gpupack.io/gpu-share` slot in the container's limits and requests."""
     found = _where(spec, name)
     if found is None:
         return
     key, i, c = found
-    entries = [env_entry(e, a) for e, a in pairs]
-    env = c.get("env")
-    if not isinstance(env, list):
-        ops.append({"op": "add", "path": pointer("spec", key, i, "env"), "value": entries})
+    res = c.get("resources")
+    if not isinstance(res, Mapping):
+        ops.append({"op": "add", "path": pointer("spec", key, i, "resources"),
+                    "value": {"limits": {SHARE_SLOT: "1"}, "requests": {SHARE_SLOT: "1"}}})
         return
-    for want in entries:
-        hits = [j for j, e in enumerate(env) if isinstance(e, Mapping) and e.get("name") == want["name"]]
-        if not hits:
-            ops.append({"op": "add", "path": pointer("spec", key, i, "env", "-"), "value": want})
-        for j in hits:
-            if not _same_env(env[j], want):
-                ops.append({"op": "replace", "path": pointer("spec", key, i, "env", j), "value": want})
-                warnings.append(f"container {name!r}: {want['name']} replaced; gpupack sets it to the devices it picks")
+    for section in ("limits", "requests"):
+        have = res.get(section)
+        if not isinstance(have, Mapping):
+            ops.append({"op": "add", "path": pointer("spec", key, i, "resources", section), "value": {SHARE_SLOT: "1"}})
+        elif have.get(SHARE_SLOT) != "1":
+            ops.append({"op": "add", "path": pointer("spec", key, i, "resources", section, SHARE_SLOT), "value": "1"})
 
 
 def _mark(pod: Mapping[str, Any], ops: list[Op]) -> None:
@@ -206,11 +191,11 @@ def build_patch(pod: Mapping[str, Any], m: Mutation) -> Patch:
         _runtime_class(spec, m.runtime_class, ops, warnings)
     if m.share_resources:
         _resources(spec, m.share_resources, ops)
-    for name, pairs in m.env:
-        _env(spec, name, pairs, ops, warnings)
+    for name in m.slots:
+        _slot(spec, name, ops)
     if ops:  # the mark records a mutation; on its own it would make the patch never empty
         _mark(pod, ops)
     return Patch(tuple(ops), tuple(warnings))
 
 
-__all__ = ["MARK", "TOLERATION", "Mutation", "Op", "Patch", "build_patch", "env_entry", "escape", "pointer"]
+__all__ = ["MARK", "TOLERATION", "Mutation", "Op", "Patch", "build_patch", "escape", "pointer"]

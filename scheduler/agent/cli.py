@@ -112,7 +112,8 @@ def _agent(nvml: nv.Nvml, node_name: str, interval: float, once: bool, show: boo
         return
     api = _kube_api()
     if opts.enabled and not once:
-        start_handoff(opts, api, node_name, lambda: discover(nvml, dynamic_mig), stop)
+        # the plugin reads MIG instances as they are now (a static read), dynamic ones included
+        start_handoff(opts, api, node_name, lambda: discover(nvml, False), stop)
     if dynamic_mig:
         from scheduler.agent.dynamic import MigController
 

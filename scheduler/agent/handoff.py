@@ -21,10 +21,11 @@ from typing import Any
 from binpack import DemandKind, Gpu, MigMode
 from scheduler.agent.cdi import NVIDIA_KIND, qualified
 from scheduler.devices import InvalidDevices, Record, record_from
+from scheduler.podspec import SHARE_SLOT
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
-SHARE_RESOURCE = "gpupack.io/gpu-share"
+SHARE_RESOURCE = SHARE_SLOT
 SLOT_SEP = "::"  # a share slot's id is <GPU UUID>::<n>, as NVIDIA's time-slicing replicas are named
 DEVICES_ENV = "GPUPACK_DEVICES"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ class Binder:
                 return f"gpupack: pod {pod} could not be booked on {node}: {e}", "conflict"
             inv = self.state.node(node)
         assert inv is not None
-        annotations = annotations_for(req, p, inv)
+        annotations = annotations_for(req, p, inv, bound_ns=time.time_ns())  # orders same-second binds for the agent
         return self._post_binding(ns, name, uid, node, annotations, keep=held is not None)
 
     def _post_binding(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str],
