@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from binpack.catalog import mig_profile_names
-from scheduler.podspec import COMPUTE, GPU, MEMORY, MIG_PREFIX
+from scheduler.podspec import COMPUTE, GPU, MEMORY, MIG_PREFIX, SHARE_SLOT
 from scheduler.settings import Settings
 from webhook.settings import WebhookSettings
 
@@ -65,11 +65,12 @@ def test_managed_resources_are_what_the_code_reads() -> None:
     assert len(names) == len(set(names))
     # NVIDIA's device plugin writes a profile's '+' as '.', since '+' is not allowed in a resource name.
     migs = {MIG_PREFIX + p.replace("+", ".") for p in mig_profile_names()}
-    assert set(names) == {GPU, MEMORY, COMPUTE} | migs
+    assert set(names) == {GPU, MEMORY, COMPUTE, SHARE_SLOT} | migs
     for r in ext["managedResources"]:
         assert _NAME.match(r["name"]), r["name"]
-        # gpupack.io/* are never advertised by a node: kube-scheduler must not count them.
-        assert r["ignoredByScheduler"] is r["name"].startswith("gpupack.io/"), r["name"]
+        # gpupack.io/gpu-memory and -compute are never advertised by a node: kube-scheduler must not count
+        # them; the device plugin advertises the share slots, which it counts like GPUs.
+        assert r["ignoredByScheduler"] is (r["name"] in (MEMORY, COMPUTE)), r["name"]
 
 
 def test_the_profile_sees_every_node_and_elects_a_leader() -> None:

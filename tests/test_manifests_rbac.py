@@ -144,7 +144,9 @@ def granted(objs: tuple[dict[str, Any], ...], sa: str) -> set[Grant]:
     for b in objs:
         if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
             continue
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == NS for s in b["subjects"]):
+        ns_of_sa = "gpupack-node" if sa == "gpupack-agent" else NS  # the agent has its own namespace
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == ns_of_sa
+                   for s in b["subjects"]):
             continue
         ref = b["roleRef"]
         ns = b["metadata"].get("namespace") if ref["kind"] == "Role" else None
@@ -177,7 +179,8 @@ def test_the_scanner_maps_client_calls_to_rbac() -> None:
     assert ("CoordinationV1Api", ("coordination.k8s.io", "leases", "get")) in idx["read_namespaced_lease"]
     agent = calls(_py("scheduler", "agent"))
     assert agent == {("", "nodes", "get", "*"), ("", "nodes", "patch", "*"), ("", "pods", "list", "*"),
-                     ("", "pods", "watch", "*")}
+                     ("", "pods", "watch", "*"), ("", "pods", "get", "*"), ("", "pods", "patch", "*"),
+                     ("", "events", "create", "*")}  # the device plugin: its node's pods, record fixes, Events
     extender = calls(_py("scheduler", exclude=("scheduler/agent",)))
     assert {("", "pods", "patch", "*"), ("", "nodes", "watch", "*")} <= extender
 

@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 NS = "gpupack-system"
+NODE_NS = "gpupack-node"  # the agent alone: kubelet's sockets need host folders and root
 SCHEMA_VERSIONS = ("1.36.0", kubernetes_validate.latest_version())  # the fixtures' kube-scheduler, and the newest
 CRD_GROUPS = ("cert-manager.io/",)  # custom resources: no schema in kubernetes-validate
 LOCKED_OVERLAYS = ("base", "overlays/cert-manager", "overlays/self-signed")
@@ -69,7 +70,8 @@ def test_every_object_validates_against_the_kubernetes_schema(path: str) -> None
             except kubernetes_validate.ValidationError as e:
                 pytest.fail(f"{path}: {o['kind']}/{o['metadata']['name']} against {version}: {e.message}")
         if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
-            assert o["metadata"].get("namespace") == NS, f"{o['kind']}/{o['metadata']['name']}"
+            want = NODE_NS if o["metadata"]["name"].startswith("gpupack-agent") else NS
+            assert o["metadata"].get("namespace") == want, f"{o['kind']}/{o['metadata']['name']}"
 
 
 def test_strict_validation_would_catch_a_typo() -> None:
@@ -100,7 +102,14 @@ def test_every_file_is_referenced_and_every_reference_exists() -> None:
 def _locked_down(workload: Obj, spec: Obj) -> None:
     who = f"{workload['kind']}/{workload['metadata']['name']}"
     pod_sc = spec.get("securityContext") or {}
-    assert pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser", 0) > 0, who
+    if workload["metadata"]["name"] == "gpupack-agent":  # root for kubelet's sockets, and nothing more
+        assert pod_sc.get("runAsUser") == 0 and workload["metadata"]["namespace"] == NODE_NS, who
+        mounts = {m["mountPath"]: m.get("readOnly", False) for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts == {"/tmp": False, "/var/lib/kubelet/device-plugins": False,
+                          "/var/lib/kubelet/pod-resources": True, "/etc/cdi": True, "/var/run/cdi": True}, who
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), who
+    else:
+        assert pod_sc.get("runAsNonRoot") is True and pod_sc.get("runAsUser", 0) > 0, who
     assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", who
     for c in spec.get("initContainers", []) + spec["containers"]:
         sc = c.get("securityContext") or {}
@@ -124,6 +133,10 @@ def test_every_pod_is_non_root_read_only_without_capabilities_with_resources_and
         _locked_down(workload, spec)
     ns = _find(render(path), "Namespace", NS)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    node_ns = _find(render(path), "Namespace", NODE_NS)  # the agent's: host folders need privileged
+    assert node_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert {o["metadata"].get("namespace") for o in render(path)
+            if o["kind"] in ("Deployment", "DaemonSet", "Job")} <= {NS, NODE_NS}
 
 
 def test_dynamic_mig_relaxes_only_the_agent() -> None:

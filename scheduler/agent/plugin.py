@@ -176,6 +176,7 @@ class DevicePlugins:
                 log.warning("pod %s: record not corrected yet: %s", b.pod, e)
         else:
             ALLOCATIONS.labels(resource=resource, outcome="booked").inc()
+            log.info("Allocate %s: pod %s container %r gets %s", resource, b.pod, b.container, ", ".join(ids))
         return answer
 
     def allocate_response(self, resource: str, request: Any) -> Any:
