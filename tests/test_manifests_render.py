@@ -5,6 +5,7 @@ agrees with the code (CLI commands and flags, ports, probes, the webhook configu
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_every_object_validates_against_the_kubernetes_schema(path: str) -> None
                 kubernetes_validate.validate(o, version, strict=True)
             except kubernetes_validate.ValidationError as e:
                 pytest.fail(f"{path}: {o['kind']}/{o['metadata']['name']} against {version}: {e.message}")
-        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
+        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             want = NODE_NS if o["metadata"]["name"].startswith("gpupack-agent") else NS
             assert o["metadata"].get("namespace") == want, f"{o['kind']}/{o['metadata']['name']}"
 
@@ -285,3 +287,19 @@ def test_images_are_pinned_and_overlays_set_the_variables() -> None:
         images = {i["name"]: i for i in doc["images"]}
         assert images["registry.k8s.io/kube-scheduler"]["newTag"].startswith("v1.")
         assert images["gpupack"]["newTag"]
+
+
+def test_only_gpupack_may_change_a_pods_record() -> None:
+    """The policy guarding gpupack.io/devices names exactly the extender's and the agent's accounts."""
+    objs = render("base")
+    policy = _find(objs, "ValidatingAdmissionPolicy", "gpupack-record-writers")
+    binding = _find(objs, "ValidatingAdmissionPolicyBinding", "gpupack-record-writers")
+    assert binding["spec"]["policyName"] == "gpupack-record-writers"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["pods"] and set(rule["operations"]) == {"CREATE", "UPDATE"}
+    writer = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "writer")
+    named = set(re.findall(r"system:serviceaccount:([a-z-]+):([a-z-]+)", writer))
+    accounts = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "ServiceAccount"}
+    assert named == {("gpupack-system", "gpupack-scheduler"), ("gpupack-node", "gpupack-agent")} and named <= accounts
+    assert "gpupack.io/devices" in str(policy["spec"]["variables"]) and policy["spec"]["failurePolicy"] == "Fail"
