@@ -10,6 +10,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -62,11 +63,11 @@ def created(p: Obj, second: int) -> Obj:
 
 @contextlib.contextmanager
 def agent(source: MemoryPods, node: str, gpus: tuple[Gpu, ...], mode: Mode = Mode.CDI_CRI,
-          slots: int = 16) -> Iterator[tuple[FakeKubelet, DevicePlugins]]:
+          slots: int = 16, cdi_dirs: tuple[Path, ...] = ()) -> Iterator[tuple[FakeKubelet, DevicePlugins]]:
     folder = short_dir()
     kubelet = FakeKubelet(folder).start()
-    plugins = DevicePlugins(PluginConfig(node=node, plugin_dir=folder, mode=mode, share_slots=slots, watch_s=0.05),
-                            source, gpus)
+    plugins = DevicePlugins(PluginConfig(node=node, plugin_dir=folder, mode=mode, share_slots=slots, watch_s=0.05,
+                                         cdi_dirs=cdi_dirs), source, gpus)
     stop = threading.Event()
     plugins.start()
     watcher = threading.Thread(target=plugins.watch, args=(stop,), daemon=True)
@@ -330,3 +331,19 @@ def test_reconciler_reports_a_planted_mismatch_and_foreign_allocations() -> None
         ("a", (other,), want), ("stranger", (V100.gpus[7].uuid,), ())}
     assert booked(source.pods()[0]) == [other]
     assert plugins.admitted()[("default", "a", "main")] == (GPU_RESOURCE, (other,))
+
+
+def test_a_device_no_cdi_spec_names_fails_admission_instead_of_container_creation(tmp_path: Path) -> None:
+    stored = bind_all([pod("a", {"nvidia.com/gpu": "8"})], "gpu-v")["a"]
+    data = Path(__file__).parent / "data" / "cdi"
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "full").mkdir()
+    shutil.copy(data / "nvidia-dgx1-v100-stale.yaml", tmp_path / "stale")  # GPU 3 is missing
+    shutil.copy(data / "nvidia-dgx1-v100.yaml", tmp_path / "full")
+    with agent(MemoryPods([stored]), "gpu-v", V100.gpus, cdi_dirs=(tmp_path / "stale",)) as (kubelet, _):
+        kubelet.wait_devices(GPU_RESOURCE, lambda d: len(d) == 8)
+        msg = _refused(kubelet, GPU_RESOURCE, booked(stored))
+        assert f"names nvidia.com/gpu={V100.gpus[3].uuid}" in msg and "regenerate the node's CDI spec" in msg
+    with agent(MemoryPods([stored]), "gpu-v", V100.gpus, cdi_dirs=(tmp_path / "full",)) as (kubelet, _):
+        kubelet.wait_devices(GPU_RESOURCE, lambda d: len(d) == 8)
+        assert len(cdi(kubelet.allocate(GPU_RESOURCE, booked(stored)))) == 8

@@ -22,6 +22,7 @@ import grpc
 
 from binpack import Gpu
 from scheduler.agent import handoff as ho
+from scheduler.agent.cdi import read_specs
 from scheduler.agent.kubeletapi import HEALTHY, KUBELET_SOCKET, UNHEALTHY, VERSION
 from scheduler.agent.kubeletapi import deviceplugin_pb2 as pb
 from scheduler.agent.kubeletapi import deviceplugin_pb2_grpc as pb_grpc
@@ -50,6 +51,7 @@ class PluginConfig:
     mode: ho.Mode = ho.Mode.CDI_CRI
     share_slots: int = 16
     watch_s: float = 1.0
+    cdi_dirs: tuple[Path, ...] = ()  # checked at every Allocate in the CDI modes (empty: not checked)
 
 
 def socket_name(resource: str) -> str:
@@ -187,6 +189,8 @@ class DevicePlugins:
         with self._alloc_lock:
             for creq in request.container_requests:
                 ids = list(creq.devices_ids)
+                if self.cfg.mode is not ho.Mode.ENVVAR:  # before anything is remembered or corrected
+                    self._check_cdi(ho.cdi_names(devices[d] for d in ids if d in devices))
                 answer = self.allocate(resource, ids, taken)
                 if answer.error:
                     raise AllocateRefused(answer.error)
@@ -199,6 +203,18 @@ class DevicePlugins:
                     envs=fields["envs"], annotations=fields["annotations"],
                     cdi_devices=[pb.CDIDevice(name=n) for n in fields["cdi_devices"]]))
         return out
+
+    def _check_cdi(self, names: list[str]) -> None:
+        """A name no CDI spec defines would fail container creation later with a runtime error;
+        refuse now with what to do."""
+        if not self.cfg.cdi_dirs or self.cfg.mode is ho.Mode.ENVVAR:
+            return
+        missing = read_specs(self.cfg.cdi_dirs).missing(names)
+        if missing:
+            raise AllocateRefused(
+                f"gpupack: no CDI spec in {', '.join(map(str, self.cfg.cdi_dirs))} names {', '.join(missing)}: the "
+                "container could not start; regenerate the node's CDI spec (GPU Operator with CDI on, or "
+                "nvidia-ctk cdi generate --device-name-strategy=uuid) and create the pod again")
 
     # --- serving -------------------------------------------------------------------------------------
     def list_and_watch(self, resource: str, active: Callable[[], bool]) -> Iterator[Any]:

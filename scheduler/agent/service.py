@@ -82,7 +82,7 @@ def start_handoff(opts: HandoffOptions, api: Any, node: str, find: Callable[[], 
     current: list[Sequence[Gpu]] = [inv.gpus]
     source = KubePodSource(api, node, lambda: current[0])
     plugins = DevicePlugins(PluginConfig(node=node, plugin_dir=opts.plugin_dir, mode=opts.mode,
-                                         share_slots=opts.share_slots), source, inv.gpus)
+                                         share_slots=opts.share_slots, cdi_dirs=opts.cdi_dirs), source, inv.gpus)
     _report_cdi(plugins.offers(), opts)
     _count(plugins.offers())
     threading.Thread(target=_health, args=(plugins, find, current, opts, stop), name="dp-health", daemon=True).start()
