@@ -1,5 +1,5 @@
 """The KubeSchedulerConfiguration that the manifests deploy is the one the wire fixtures were recorded
-with (../shared/fixtures/scheduler-config-nodecache-true.yaml) in every extender field that shapes
+with (tests/data/shared/fixtures/scheduler-config-nodecache-true.yaml) in every extender field that shapes
 the traffic, and its managedResources are exactly the resources gpupack's code reads."""
 
 from __future__ import annotations
