@@ -90,3 +90,7 @@ _register_components()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m scheduler.cli` runs this checkout, whatever `gpupack` on PATH points at
+    main()
