@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from scheduler.loglevel import HELP as LOG_HELP
 from webhook.settings import WebhookSettings
 
 
@@ -37,7 +38,7 @@ def webhook(
         "--model-affinity/--no-model-affinity", help="required affinity on nvidia.com/gpu.product")] = None,
     insecure_http: Annotated[bool | None, typer.Option(
         "--insecure-http", help="plain HTTP on a loopback address, for local trials")] = None,
-    log_level: Annotated[str | None, typer.Option(help="uvicorn log level")] = None,
+    log_level: Annotated[str | None, typer.Option(help=LOG_HELP + " (default info)")] = None,
 ) -> None:
     """Serve the mutating admission webhook (POST /mutate, GET /healthz, GET /metrics)."""
     settings = _settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, scheduler_name=scheduler_name,

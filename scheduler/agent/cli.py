@@ -56,7 +56,7 @@ def agent(
     resync: Annotated[int, typer.Option(min=10, help="seconds between full pod re-lists (dynamic MIG)")] = 300,
     heartbeat: Annotated[Path | None, typer.Option(help="file touched after each pass (liveness probe)")] = None,
     fake: Annotated[str, typer.Option(hidden=True, help="read a fake board (scheduler/agent/fake_nvml.py)")] = "",
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info or debug (any case)")] = "info",
 ) -> None:
     """Discover this node's GPUs (NVML) and publish them as its gpupack.io/gpu-inventory annotation."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
