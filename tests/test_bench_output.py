@@ -131,3 +131,13 @@ def test_packing_progress_runs_under_the_cli(tmp_path: Path, tiny: tuple[str, st
                                    "--seeds", "1", "--workers", "1", "--no-bound"])
     assert out.exit_code == 0, out.output
     assert "±" not in out.output and "fgd" in out.output
+
+
+def test_the_readme_picture_is_drawn_from_a_shipped_result(tmp_path: Path) -> None:
+    from benchmarks.summary_plot import main
+
+    root = Path(__file__).resolve().parents[1]
+    main([str(root / "benchmarks" / "results" / "packing_default.json"), str(tmp_path / "p.png")])
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(docs/packing.png)" in (root / "README.md").read_text()
+    assert (root / "docs" / "packing.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

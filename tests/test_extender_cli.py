@@ -95,6 +95,14 @@ def test_serve_demo_over_real_http() -> None:
         r = httpx.post(f"{base}/bind", json={"PodName": "train", "PodNamespace": "default", "PodUID": "u-1",
                                              "Node": "dgx-h100-0"})
         assert r.json() == {"Error": ""}
+        # the README's preempt: an 8-GPU pod, with the pod just bound offered as the victim
+        big = {"metadata": {"name": "big", "namespace": "default", "uid": "u-2"},
+               "spec": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+        r = httpx.post(f"{base}/filter", json={"Pod": big, "NodeNames": ["dgx-h100-0"]})
+        assert "4 free" in r.json()["FailedNodes"]["dgx-h100-0"]
+        victims = {"dgx-h100-0": {"Pods": [{"UID": "u-1"}], "NumPDBViolations": 0}}
+        r = httpx.post(f"{base}/preempt", json={"Pod": big, "NodeNameToMetaVictims": victims})
+        assert r.json()["NodeNameToMetaVictims"] == victims
         assert "gpupack_binds_total{result=\"ok\"} 1.0" in httpx.get(f"{base}/metrics").text
     finally:
         proc.terminate()
