@@ -25,7 +25,7 @@ def _root() -> None:
     """gpupack: GPU bin-packing scheduler extender for Kubernetes."""
 
 
-_COMPONENTS = ("scheduler.serve_cli", "webhook.cli", "scheduler.agent.cli", "benchmarks.cli")
+_COMPONENTS = ("scheduler.serve_cli", "webhook.cli", "scheduler.agent.cli", "benchmarks.cli", "scheduler.report.cli")
 
 
 @app.command()
