@@ -100,6 +100,7 @@ def register(app: typer.Typer) -> None:
     from benchmarks.synthetic_cli import register as register_synthetic
 
     register_synthetic(bench)
-    for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency"):
+    for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency",
+                   "benchmarks.report_bench"):
         _register_optional(module)
     app.add_typer(bench, name="bench")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from binpack import DemandKind, Mix, Snapshot, fit
+from binpack import DemandKind, Mix, Placement, Snapshot, allocate, fit, set_foreign
 from binpack.catalog import FULL_MILLI, lookup
 from binpack.frag import current
 from binpack.types import MigMode
@@ -134,10 +134,27 @@ def _slices(s: object) -> np.ndarray:
     return np.where(s.model >= 0, per[np.maximum(s.model, 0)], 0)
 
 
+def materialize(snap: Snapshot) -> Snapshot:
+    """The snapshot with foreign pods' GPUs booked on the node's last idle GPUs, so a measure that
+    reads free milli per GPU does not count them free (which GPUs they hold is unknown; the count is
+    what matters to how much of the node is left)."""
+    with snap.read() as v:
+        held = [(i, int(n)) for i, n in enumerate(v.foreign.tolist()) if n > 0]
+        idle = {i: np.flatnonzero(v.whole_free()[i]).tolist() for i, _ in held}
+    for i, n in held:
+        name = snap.names[i]
+        gpus = tuple(idle[i][-n:]) if n <= len(idle[i]) else tuple(idle[i])
+        snap = set_foreign(snap, name, 0)
+        if gpus:
+            snap = allocate(snap, Placement(name, gpus=gpus))
+    return snap
+
+
 def stranded(snap: Snapshot, mix: Mix) -> np.ndarray:
     """Per node, free GPUs (milli / 1000) the mix could not use there: FGD's fragmentation."""
     if len(mix) == 0:
         return np.zeros(len(snap.names))
+    snap = materialize(snap)
     with snap.read() as v:
         _, lost = current(v, None, mix, 0.0)
         return np.maximum(np.asarray(lost, float), 0.0) / FULL_MILLI
@@ -172,14 +189,14 @@ def why_not(snap: Snapshot, req: PodRequest) -> tuple[int, str]:
     verdict = fit(snap, req.demand)
     n_fit = int(verdict.fits.sum())
     if n_fit:
-        return n_fit, f"fits on {n_fit} node(s) now: not yet scheduled, or held back by something gpupack does not read"
+        return n_fit, f"fits on {n_fit} node(s) now: not scheduled yet, or held by something gpupack does not read"
     if not len(snap.names):
         return 0, "the cluster has no node gpupack can read"
     counts = Counter(verdict.reason.tolist())
     parts = []
     for code, n in counts.most_common(2):
         i = int(np.flatnonzero(verdict.reason == code)[0])
-        parts.append(f"{n} node(s): {verdict.message(i)}")
+        parts.append(f"{n} node(s), e.g. {snap.names[i]}: {verdict.message(i)}")
     more = len(counts) - 2
     return 0, "; ".join(parts) + (f"; {more} other reason(s)" if more > 0 else "")
 
@@ -196,7 +213,7 @@ def pending(pic: Picture) -> tuple[PendingPod, ...]:
         elif req.managed:
             n_fit, why = why_not(pic.snapshot, req)
             out.append(PendingPod(ns, name, describe(req), n_fit, why))
-    return tuple(out)
+    return tuple(sorted(out, key=lambda w: w.fits_on > 0))  # those that fit nowhere first
 
 
 def created_order(pods: Iterable[tuple[Obj, PodRequest | None, str]]) -> list[tuple[Obj, PodRequest]]:
