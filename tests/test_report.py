@@ -222,3 +222,16 @@ def test_a_context_that_cannot_list_pods_is_refused(apiserver: tuple[Path, type[
     out = runner.invoke(app, ["report", "--kubeconfig", str(kubeconfig)])
     assert out.exit_code == 2
     assert "may not list pods" in out.output and "HTTP 403" in out.output
+
+
+def test_report_tables_fit_80_columns() -> None:
+    from rich.console import Console
+
+    from scheduler.report.render import report_tables
+
+    pic = read(split(make_dump(30, 300, seed=4)["items"], "generated"))
+    console = Console(width=80, record=True, color_system=None)
+    console.print(report_tables("generated", per_model(pic.snapshot, pic.mix), pending(pic), replay(pic), {}))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    assert "H100-SXM5-80GB" in text  # model names are not folded

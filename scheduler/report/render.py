@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 
@@ -26,29 +27,29 @@ def report_tables(source: str, models: tuple[ModelRow, ...], waiting: tuple[Pend
                   replay: tuple[ReplayRow, ...], invalid: dict[str, str]) -> Group:
     gpus = sum(m.gpus for m in models)
     alloc = sum(m.allocated for m in models)
-    t = Table(title=f"GPU allocation by model ({source})", title_justify="left")
-    for col in ("model", "nodes", "GPUs", "alloc", "alloc %", "free", "stranded", "idle", "MIG free"):
-        t.add_column(col, justify="left" if col == "model" else "right")
+    t = Table(title=f"GPU allocation by model ({source})", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("model", "nodes", "GPUs", "alloc", "%", "stranded", "idle", "MIG free"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for m in models:
         t.add_row(m.model, str(m.nodes), str(m.gpus), f"{m.allocated:.1f}", _pct(m.allocated, m.gpus),
-                  f"{m.free:.1f}", f"{m.stranded:.1f}", str(m.whole_free),
+                  f"{m.stranded:.1f}", str(m.whole_free),
                   f"{m.mig_slices_free}/{m.mig_slices}" if m.mig_slices else "-")
     t.add_section()
     t.add_row("all", str(sum(m.nodes for m in models)), str(gpus), f"{alloc:.1f}", _pct(alloc, gpus),
-              f"{sum(m.free for m in models):.1f}", f"{sum(m.stranded for m in models):.1f}",
-              str(sum(m.whole_free for m in models)),
+              f"{sum(m.stranded for m in models):.1f}", str(sum(m.whole_free for m in models)),
               f"{sum(m.mig_slices_free for m in models)}/{sum(m.mig_slices for m in models)}")
     t.caption = ("GPUs (shares count their fraction); stranded: free GPU the cluster's own mix cannot use "
                  "where it lies (FGD's measure); idle: GPUs with nothing on them; MIG free: memory slices")
     parts: list[Any] = [t]
     if invalid:
-        bad = Table(title=f"{len(invalid)} node(s) gpupack cannot read", title_justify="left")
+        bad = Table(title=f"{len(invalid)} node(s) gpupack cannot read", title_justify="left", box=box.SIMPLE_HEAD)
         bad.add_column("node")
         bad.add_column("why", overflow="fold")
         for name, why in sorted(invalid.items())[:20]:
             bad.add_row(name, why)
         parts.append(bad)
-    p = Table(title=f"{len(waiting)} pending GPU pod(s)", title_justify="left")
+    p = Table(title=f"{len(waiting)} pending GPU pod(s)", title_justify="left", box=box.SIMPLE_HEAD)
     p.add_column("pod", overflow="fold")
     p.add_column("asks", overflow="fold")
     p.add_column("why it is not placed", overflow="fold", ratio=2)
@@ -58,7 +59,8 @@ def report_tables(source: str, models: tuple[ModelRow, ...], waiting: tuple[Pend
         p.caption = f"first 50 of {len(waiting)}; --json lists them all"
     parts.append(p)
     if replay:
-        r = Table(title="replay: the same GPU pods, creation order, from empty nodes", title_justify="left")
+        r = Table(title="replay: the same GPU pods, creation order, from empty nodes", title_justify="left",
+                  box=box.SIMPLE_HEAD)
         for col in ("policy", "placed", "not placed", "alloc GPUs", "alloc %", "stranded", "s"):
             r.add_column(col, justify="left" if col == "policy" else "right")
         for row in replay:
@@ -123,7 +125,8 @@ def explain_tables(e: Explanation, limit: int) -> Group:
     else:
         head.add_row("gpupack picks", "[red]no node: it fits nowhere now[/red]")
     fits = sum(v.fits for v in e.verdicts)
-    t = Table(title=f"every node's verdict ({fits} of {len(e.verdicts)} fit)", title_justify="left")
+    t = Table(title=f"every node's verdict ({fits} of {len(e.verdicts)} fit)", title_justify="left",
+              box=box.SIMPLE_HEAD)
     t.add_column("node", overflow="fold")
     t.add_column("verdict")
     t.add_column("score", justify="right")
