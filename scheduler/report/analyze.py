@@ -77,6 +77,10 @@ def read(dump: Dump) -> Picture:
     state.replace("pods", list(dump.pods))
     parsed: list[tuple[Obj, PodRequest | None, str]] = []
     for p in dump.pods:
+        entry = state.pod(str((p.get("metadata") or {}).get("uid") or ""))
+        if entry is not None and entry.request is not None:  # parsed once already, by the state
+            parsed.append((p, entry.request, ""))
+            continue
         try:
             parsed.append((p, read_pod(p), ""))
         except InvalidPod as e:
