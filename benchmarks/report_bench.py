@@ -13,6 +13,7 @@ replay per policy.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -128,6 +129,7 @@ def run_report_bench(n_nodes: int = 5000, n_pods: int = 50_000, replay: bool = T
     out["stages_s"] = {k: round(v, 2) for k, v in stages.items()}
     out["gpus"] = sum(m.gpus for m in models)
     out["pending"] = len(waiting)
+    out["load_average"] = round(os.getloadavg()[0], 2)  # other work on the machine slows every stage
     return out
 
 
@@ -153,4 +155,5 @@ def register(bench: typer.Typer) -> None:
             t.add_row(k, f"{v:.2f}")
         t.add_section()
         t.add_row("total", f"{r['total_s']:.2f}")
+        t.caption = f"{os.cpu_count()} cores, load average {r['load_average']} at the end"
         Console().print(t)
