@@ -19,6 +19,7 @@ import numpy as np
 from binpack import DemandKind, Mix, Placement, Snapshot, allocate, fit, set_foreign
 from binpack.catalog import FULL_MILLI, lookup
 from binpack.frag import current
+from binpack.snapshot import Static
 from binpack.types import MigMode
 from scheduler.podspec import InvalidPod, PodRequest, read_pod
 from scheduler.report.dump import Dump, Obj
@@ -129,11 +130,8 @@ def gpu_use(snap: Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ok.sum(axis=1), used + np.minimum(foreign, whole), np.maximum(whole - foreign, 0)
 
 
-def _slices(s: object) -> np.ndarray:
+def _slices(s: Static) -> np.ndarray:
     """(N,K) memory slices of each GPU's model (0 for models without MIG)."""
-    from binpack.snapshot import Static
-
-    assert isinstance(s, Static)
     per = np.asarray([(g.mig.memory_slices if (g := lookup(m)) and g.mig else 0) for m in s.models] or [0])
     return np.where(s.model >= 0, per[np.maximum(s.model, 0)], 0)
 
