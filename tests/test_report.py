@@ -235,3 +235,14 @@ def test_report_tables_fit_80_columns() -> None:
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
     assert "H100-SXM5-80GB" in text  # model names are not folded
+
+
+def test_a_pod_gpupack_cannot_read_is_reported_not_fatal(shared: Path, tmp_path: Path) -> None:
+    bad = pod("bad", {"nvidia.com/mig-9g.99gb": "1"})
+    path = tmp_path / "d.json"
+    path.write_bytes(orjson.dumps({"kind": "List", "items": [{**n, "kind": "Node"} for n in fixture_nodes(shared)]
+                                   + [bad]}))
+    (w,) = pending(read(load(path)))
+    assert w.asks == "invalid" and "cannot read its GPU request" in w.reason and "9g.99gb" in w.reason
+    out = runner.invoke(app, ["explain", "default/bad", "--from", str(path)])
+    assert out.exit_code == 2 and "9g.99gb" in out.output
