@@ -51,9 +51,16 @@ def packing(
     try:
         with Progress(TextColumn("{task.description:>24}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), console=console, transient=len(keys) > 40) as progress:
-            bars: dict[tuple[str, int], TaskID] = {k: progress.add_task(f"{k[0]} seed {k[1]}", total=1.0) for k in keys}
+            # Each bar's clock starts at that run's first progress report, not when all were queued:
+            # with fewer workers than runs, most wait, and a shared start showed their wait as run time.
+            bars: dict[tuple[str, int], TaskID] = {
+                k: progress.add_task(f"{k[0]} seed {k[1]}", total=1.0, start=False) for k in keys}
+            started: set[tuple[str, int]] = set()
 
             def on_progress(key: tuple[str, int], frac: float) -> None:
+                if key not in started:
+                    started.add(key)
+                    progress.start_task(bars[key])
                 progress.update(bars[key], completed=frac)
 
             result = run_packing(nodes, pod_arg, names, seed_list, workers, bound, on_progress)
@@ -93,6 +100,7 @@ def register(app: typer.Typer) -> None:
     from benchmarks.synthetic_cli import register as register_synthetic
 
     register_synthetic(bench)
-    for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency"):
+    for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency",
+                   "benchmarks.report_bench"):
         _register_optional(module)
     app.add_typer(bench, name="bench")

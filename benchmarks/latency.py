@@ -207,13 +207,14 @@ def _phase(client: _Client, names: list[str], n_pods: int, start: int, bind: boo
     return out
 
 
-def run_latency(n_nodes: int = 5000, n_pods: int = 400, n_nodes_mode: int = 500, seed: int = 0) -> dict[str, Any]:
-    """Start the server, drive the three phases, and return the figures."""
+def run_latency(n_nodes: int = 5000, n_pods: int = 400, n_nodes_mode: int = 500, seed: int = 0,
+                port: int = 0) -> dict[str, Any]:
+    """Start the server on 127.0.0.1:`port` (0: a free one), drive the three phases, return the figures."""
     nodes, pods = build_cluster(n_nodes, seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.json"
         path.write_bytes(orjson.dumps({"nodes": nodes, "pods": pods}))
-        port = _free_port()
+        port = port or _free_port()
         proc = mp.get_context("spawn").Process(target=_serve, args=(str(path), port), daemon=True)
         t_start = time.perf_counter()
         proc.start()
@@ -271,36 +272,23 @@ def _solver_only(n_nodes: int) -> Any:
     return fn(nodes=n_nodes)
 
 
-def _report(r: dict[str, Any]) -> str:
-    c = r["cluster"]
-    lines = [f"cluster: {c['nodes']} nodes x 8 GPUs, {c['bound_pods']} bound pods; ready in {c['ready_s']} s; "
-             f"server RSS {c['server_rss_mib']} MiB (after the run {c['server_rss_mib_after']} MiB)"]
-    for phase in ("steady", "binding", "nodes_mode"):
-        p = r[phase]
-        verbs = "; ".join(f"{v} p50/p99 {p[v]['p50_ms']}/{p[v]['p99_ms']} ms "
-                          f"(in handler {p[v]['handler_p50_ms']}/{p[v]['handler_p99_ms']})"
-                          for v in ("filter", "prioritize", "bind") if v in p)
-        lines.append(f"{phase}: {p['pods']} pods; pods/s {p['pods_per_s']} (client wall), {p['pods_per_s_http']} "
-                     f"(filter+prioritize over HTTP), {p['pods_per_s_handler']} (in handler); {verbs}")
-    worst = max(r[ph][v]["p99_ms"] for ph in ("steady", "binding") for v in ("filter", "prioritize") if v in r[ph])
-    lines.append(f"targets: p99 <= {TARGET_P99_MS} ms per verb (worst NodeNames p99 {worst} ms), "
-                 f">= {TARGET_PODS_S} pods/s (over HTTP: steady {r['steady']['pods_per_s_http']}, "
-                 f"binding {r['binding']['pods_per_s_http']})"
-                 f"; {os.cpu_count()} cores, load average {r['load_average']}")
-    if r.get("solver_only") is not None:
-        lines.append(f"solver only: {r['solver_only']}")
-    return "\n".join(lines)
-
-
 def register(bench: typer.Typer) -> None:
     @bench.command("latency")
     def latency(nodes: int = typer.Option(5000, help="Nodes in the synthetic cluster (8 GPUs each)"),
                 pods: int = typer.Option(400, help="Pods per phase"),
                 nodes_mode: int = typer.Option(500, help="Full Node objects per Nodes-mode request"),
+                port: int = typer.Option(0, min=0, max=65535, help="Port of the extender on 127.0.0.1 (0: a free one)"),
                 json: bool = typer.Option(False, "--json", help="Print the figures as JSON")) -> None:
         """Extender latency over HTTP: filter/prioritize p50/p99, pods/s, RSS (targets: p99 <= 5 ms, >= 300 pods/s)."""
-        r = run_latency(nodes, pods, nodes_mode)
-        typer.echo(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() if json else _report(r))
+        from rich.console import Console
+
+        from benchmarks.latency_tables import extender_tables
+
+        r = run_latency(nodes, pods, nodes_mode, port=port)
+        if json:
+            typer.echo(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+        else:
+            Console().print(extender_tables(r, TARGET_P99_MS, TARGET_PODS_S))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -311,7 +299,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     r = run_latency(a.nodes, a.pods, a.nodes_mode)
-    print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() if a.json else _report(r))
+    if a.json:
+        print(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
+    else:
+        from rich.console import Console
+
+        from benchmarks.latency_tables import extender_tables
+
+        Console().print(extender_tables(r, TARGET_P99_MS, TARGET_PODS_S))
 
 
 if __name__ == "__main__":

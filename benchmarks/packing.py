@@ -68,6 +68,7 @@ def _job(kind: str, seed: int) -> RunResult | Bound:
         if q is not None:
             q.put(((kind, seed), frac))
 
+    report(0.0)  # this run starts now: its progress bar's clock starts here
     if kind == "bound":
         out = bound(nodes, pods, draw(nodes, pods, seed))
         report(1.0)
@@ -109,6 +110,7 @@ def run_packing(nodes: str, pods: str, policies: Sequence[str], seeds: Sequence[
 def _inline(key: Key, on_progress: OnProgress) -> RunResult | Bound:
     assert _trace is not None
     nodes, pods = _trace
+    on_progress(key, 0.0)  # this run starts now
     if key[0] == "bound":
         out = bound(nodes, pods, draw(nodes, pods, key[1]))
         on_progress(key, 1.0)

@@ -1,7 +1,8 @@
 """The one picture of `bench packing`: GPU allocation and fragmentation against the arrived workload.
 
 Three panels: (a) allocation over the whole run, (b) the saturation region zoomed, with the
-configuration-LP upper bound and the offline best-fit-decreasing packing at arrived 100%, (c) the
+configuration-LP upper bound and the offline best-fit-decreasing packing at arrived 100% when they
+were computed (not under --no-bound), (c) the
 GPUs left fragmented. Lines are the mean over seeds, bands the seeds' min..max.
 """
 
@@ -34,6 +35,13 @@ def _band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
+def panel_titles(p: Packing) -> tuple[str, str, str]:
+    """Panel (b) names the bound only when it was computed (not under --no-bound)."""
+    return ("(a) GPU allocation",
+            "(b) saturation (zoom), bound and offline reference" if p.bounds else "(b) saturation (zoom)",
+            "(c) free GPUs fragmented for the target mix (FGD's measure)")
+
+
 def plot(p: Packing, path: Path) -> None:
     fig, (full, zoom, frag) = plt.subplots(1, 3, figsize=(17, 5.4), gridspec_kw={"width_ratios": [1, 1.25, 1]})
     order = [s.policy for s in sorted(summarise(p), key=lambda s: -s.alloc_100)]
@@ -61,8 +69,7 @@ def plot(p: Packing, path: Path) -> None:
     full.set_xlim(0, 131)
     full.set_ylim(0, 101)
     frag.set_xlim(0, 131)
-    titles = ("(a) GPU allocation", "(b) saturation (zoom), bound and offline reference",
-              "(c) free GPUs fragmented for the target mix (FGD's measure)")
+    titles = panel_titles(p)
     ylabels = ("GPUs allocated, % of capacity", "GPUs allocated, % of capacity", "fragmented GPU milli, % of capacity")
     for ax, title, ylabel in zip((full, zoom, frag), titles, ylabels, strict=True):
         ax.set_title(title, fontsize=11)
@@ -72,7 +79,8 @@ def plot(p: Packing, path: Path) -> None:
     zoom.legend(fontsize=8.5, loc="lower right", framealpha=0.95)
     full.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"gpupack bench packing: {p.pods} trace on {p.nodes} nodes ({p.gpus} GPUs), "
-                 f"mean of {len(p.seeds)} seed(s), band = min..max", fontsize=12)
+                 f"mean of {len(p.seeds)} seed(s)" + (", band = min..max" if len(p.seeds) > 1 else ""),
+                 fontsize=12)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -79,8 +79,10 @@ def table(p: Packing) -> Table:
         t.add_column(col, justify="left" if col == "policy" else "right")
     if paper:
         t.add_column("paper @100%", justify="right")
+    spread = len(p.seeds) > 1  # one seed has no spread to show
     for s in sorted(summarise(p), key=lambda s: s.alloc_100):
-        row = [s.policy, f"{s.alloc_100:.2f} ± {s.alloc_100_std:.2f}", f"{s.alloc_130:.2f}", f"{s.frag_100:.2f}",
+        alloc = f"{s.alloc_100:.2f} ± {s.alloc_100_std:.2f}" if spread else f"{s.alloc_100:.2f}"
+        row = [s.policy, alloc, f"{s.alloc_130:.2f}", f"{s.frag_100:.2f}",
                f"{s.failed:.0f}", f"{s.decision_ms:.2f}", f"{s.cpu_seconds:.0f}"]
         t.add_row(*row, *([f"{PAPER_DEFAULT[s.policy]:.2f}" if s.policy in PAPER_DEFAULT else "-"] if paper else []))
     means = bound_means(p)

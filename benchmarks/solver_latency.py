@@ -225,7 +225,7 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
             out[f"{prefix}_cpu_p99_ms.{name}"] = float(np.percentile(cs, 99))
         out[f"fits_nodes.{name}"] = float(fit(snap, d).fits.sum())
     # the first score after the mix changes recomputes every node's state before (frag.current keeps
-    # it per mix and recomputes only changed nodes after that); the extender refreshes its mix every 5 s
+    # it per mix and recomputes only changed nodes after that); the extender refreshes its mix every 2 s by default
     for name in ("whole-1", "share-25%"):
         d = KINDS[name]
         cold = []

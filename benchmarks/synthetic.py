@@ -11,7 +11,8 @@ placement is valid); they differ in the node and device choice:
   coverage cut, without the multi-GPU classes gpupack keeps past it), members of a pod group one
   by one: FGD where FGD has no rule of its own;
 - gpupack-no-contention, gpupack-cut-multi (when named): gpupack with one idea left out;
-- first-fit / random: the first / a random node where the demand fits, then the naive devices
+- first-fit / random / best-fit: the first / a random / the fullest node (least free GPU milli)
+  where the demand fits, then the naive devices
   (the lowest free GPU indices, the first GPU a share fits on; MIG and NVLink-required sets use
   binpack's placement, the only valid choice a naive scheduler could make there).
 Pod groups: gpupack places them with binpack's place_group (greedy, then CP-SAT within 0.2 s);
@@ -33,6 +34,7 @@ from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_onl
 from binpack.types import Gpu, MigMode, Node
 
 POLICIES = ("gpupack", "fgd", "first-fit", "random")
+OTHERS = ("best-fit",)  # run when named (`gpupack report`'s replay uses it)
 # gpupack with one idea left out (run when named): contention (by selector, shape and NVLink), and
 # the multi-GPU classes kept in the mix past FGD's coverage cut
 ABLATIONS = {"gpupack-no-contention": (ScorePolicy(contention=0.0), True),
@@ -171,7 +173,12 @@ class Chooser:
             mix = self.learner.mix()
             best = int(np.argmax(gp_score(verdict, mix, policy=self.rule).value))
             return place(snap, d, snap.names[best], mix)
-        i = int(rows[0] if self.policy == "first-fit" else rows[self.rng.integers(len(rows))])
+        if self.policy == "best-fit":  # the fullest node that fits: least free GPU milli, then least free CPU
+            with snap.read() as v:
+                free = v.milli.take(rows, axis=0).astype(np.int64).sum(axis=1)
+                i = int(rows[np.lexsort((v.cpu_free.take(rows), free))[0]])
+        else:
+            i = int(rows[0] if self.policy == "first-fit" else rows[self.rng.integers(len(rows))])
         p = place(snap, d, snap.names[i])
         if p is None or d.topology is Topology.NVLINK or d.kind not in (DemandKind.WHOLE, DemandKind.SHARE):
             return p
@@ -219,8 +226,8 @@ def run_synthetic(policy: str, nodes: list[Node], seed: int, load: float = 1.1) 
     """Place the seeded workload with one policy; measure allocation, links, gang success and the
     whole-GPU asks refused although enough whole GPUs were free (fragmentation's own refusals: at
     load > 1 some refusals are capacity's, and which arrivals they hit says nothing of the policy)."""
-    if policy not in POLICIES and policy not in ABLATIONS:
-        raise ValueError(f"policy {policy!r}: known {', '.join((*POLICIES, *ABLATIONS))}")
+    if policy not in POLICIES and policy not in ABLATIONS and policy not in OTHERS:
+        raise ValueError(f"policy {policy!r}: known {', '.join((*POLICIES, *ABLATIONS, *OTHERS))}")
     snap = Snapshot.build(nodes)
     chooser = Chooser(policy, seed)
     capacity = sum(len(n.gpus) for n in nodes) * 1000

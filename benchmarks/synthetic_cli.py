@@ -24,13 +24,15 @@ FIELDS = (("allocated_pct", "GPU allocated %"), ("failed_pct", "GPU asked, refus
 
 
 def table(results: list[SyntheticResult], nodes: int, load: float) -> Table:
-    t = Table(title=f"bench synthetic: {nodes} nodes (DGX H100, DGX-1 V100, A100 MIG, T4, L4), load {load:.0%}")
-    t.add_column("policy")
-    for _, title in FIELDS:
-        t.add_column(title, justify="right")
-    for name in dict.fromkeys(r.policy for r in results):
-        rs = [r for r in results if r.policy == name]
-        t.add_row(name, *(f"{np.mean([getattr(r, f) for r in rs]):.2f}" for f, _ in FIELDS))
+    """One row per figure, one column per policy: narrow enough for an 80-column terminal."""
+    t = Table(title=f"bench synthetic: {nodes} nodes (DGX H100, DGX-1 V100, A100 MIG, T4, L4), load {load:.0%}, "
+                    f"mean over {len({r.seed for r in results})} seed(s)")
+    t.add_column("figure", ratio=1, overflow="fold")
+    names = list(dict.fromkeys(r.policy for r in results))
+    for name in names:
+        t.add_column(name, justify="right", no_wrap=False, overflow="fold", min_width=6)
+    for f, title in FIELDS:
+        t.add_row(title, *(f"{np.mean([getattr(r, f) for r in results if r.policy == n]):.2f}" for n in names))
     return t
 
 

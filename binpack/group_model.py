@@ -250,7 +250,7 @@ class GroupModel:
             for c, y in enumerate(ys):
                 self.m.add_hint(y, int(assign[t, c]))
         for c, u in enumerate(self.u):
-            self.m.add_hint(u, bool(assign[:, c].any()))
+            self.m.add_hint(u, int(assign[:, c].any()))  # protobuf >= 7 refuses a bool here
 
     def solve(self, time_limit_s: float, workers: int, seed: int,
               on_solution: Callable[[np.ndarray], bool]) -> cp_model.CpSolverStatus:

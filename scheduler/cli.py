@@ -25,7 +25,7 @@ def _root() -> None:
     """gpupack: GPU bin-packing scheduler extender for Kubernetes."""
 
 
-_COMPONENTS = ("scheduler.serve_cli", "webhook.cli", "scheduler.agent.cli", "benchmarks.cli")
+_COMPONENTS = ("scheduler.serve_cli", "webhook.cli", "scheduler.agent.cli", "benchmarks.cli", "scheduler.report.cli")
 
 
 @app.command()
@@ -90,3 +90,7 @@ _register_components()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m scheduler.cli` runs this checkout, whatever `gpupack` on PATH points at
+    main()

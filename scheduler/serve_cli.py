@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from scheduler.loglevel import HELP as LOG_HELP
 from scheduler.settings import Settings, describe
 from scheduler.state.standalone import InvalidCluster
 
@@ -18,18 +19,28 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
+def _default(name: str) -> str:
+    """The Settings default shown in --help (flags default to None so GPUPACK_* variables still apply)."""
+    value = Settings.model_fields[name].default
+    return "none" if value in (None, "") else str(value)
+
+
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8888]")] = None,
-    url_prefix: Annotated[str | None, typer.Option(help="Path before the verbs, e.g. /gpupack [default: none]")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option(help="Live mode: kubeconfig of the cluster")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on", show_default=_default("host"))] = None,
+    port: Annotated[int | None, typer.Option(help="Port", show_default=_default("port"))] = None,
+    url_prefix: Annotated[str | None, typer.Option(
+        help="Path before the verbs, e.g. /gpupack", show_default=_default("url_prefix"))] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        help="Live mode: kubeconfig of the cluster", show_default=_default("kubeconfig"))] = None,
     in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Live mode: the pod's service account")] = False,
-    cluster: Annotated[Path | None, typer.Option(help="Standalone mode: a YAML/JSON cluster file")] = None,
-    log_level: Annotated[str | None, typer.Option(help="critical, error, warning, info, debug")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="Standalone mode: a YAML/JSON cluster file", show_default=_default("cluster"))] = None,
+    log_level: Annotated[str | None, typer.Option(help=LOG_HELP, show_default=_default("log_level"))] = None,
 ) -> None:
     """Serve the kube-scheduler extender verbs (filter, prioritize, bind, preempt).
 
     With neither --kubeconfig, --in-cluster nor --cluster it serves the embedded demo cluster.
+    Every flag is also a GPUPACK_<NAME> variable (GPUPACK_PORT=9000); a flag wins.
     """
     import uvicorn
 

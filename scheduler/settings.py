@@ -12,6 +12,8 @@ from typing import Self
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler.loglevel import log_level
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUPACK_", extra="forbid", frozen=True)
@@ -49,9 +51,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
-        if v.lower() not in ("critical", "error", "warning", "info", "debug"):
-            raise ValueError(f"must be one of critical, error, warning, info, debug; got {v!r}")
-        return v.lower()
+        return log_level(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

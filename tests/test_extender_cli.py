@@ -11,9 +11,13 @@ import time
 import httpx
 import pytest
 import typer
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from scheduler.loglevel import log_level
 from scheduler.serve_cli import register
+from scheduler.settings import Settings
+from webhook.settings import WebhookSettings
 
 
 def _app() -> typer.Typer:
@@ -33,11 +37,36 @@ def _app() -> typer.Typer:
     (["serve", "--cluster", "/no/such/file.yaml"], {}, "GPUPACK_CLUSTER (--cluster)"),
     (["serve"], {"GPUPACK_ASSUME_TTL_S": "-1"}, "GPUPACK_ASSUME_TTL_S"),
     (["serve"], {"GPUPACK_API_TIMEOUT_S": "soon"}, "GPUPACK_API_TIMEOUT_S"),
+    (["serve", "--log-level", "verbose"], {}, "GPUPACK_LOG_LEVEL (--log-level)"),
 ])
 def test_bad_settings_stop_startup(argv: list[str], env: dict[str, str], named: str) -> None:
     result = CliRunner().invoke(_app(), argv, env=env)
     assert result.exit_code == 2
     assert f"bad setting {named}" in result.output
+
+
+def test_help_shows_every_default() -> None:
+    result = CliRunner().invoke(_app(), ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag, default in (("--host", "127.0.0.1"), ("--port", "8888"), ("--log-level", "info"),
+                          ("--url-prefix", "none"), ("--cluster", "none")):
+        line = next(x for x in result.output.splitlines() if x.lstrip("│ ").startswith(flag + " "))
+        assert f"[default: ({default})]" in line, line
+
+
+@pytest.mark.parametrize("given", ["DEBUG", "debug", "Warning", " info "])
+def test_log_level_any_case_everywhere(given: str) -> None:
+    want = given.strip().lower()
+    assert log_level(given) == want
+    assert Settings(log_level=given).log_level == want
+    assert WebhookSettings(log_level=given, insecure_http=True, host="127.0.0.1").log_level == want
+
+
+def test_log_level_refusal_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="critical, error, warning, info, debug"):
+        log_level("verbose")
+    with pytest.raises(ValidationError, match="any case"):
+        WebhookSettings(log_level="trace", insecure_http=True, host="127.0.0.1")
 
 
 def test_serve_demo_over_real_http() -> None:
@@ -66,6 +95,14 @@ def test_serve_demo_over_real_http() -> None:
         r = httpx.post(f"{base}/bind", json={"PodName": "train", "PodNamespace": "default", "PodUID": "u-1",
                                              "Node": "dgx-h100-0"})
         assert r.json() == {"Error": ""}
+        # the README's preempt: an 8-GPU pod, with the pod just bound offered as the victim
+        big = {"metadata": {"name": "big", "namespace": "default", "uid": "u-2"},
+               "spec": {"containers": [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}}
+        r = httpx.post(f"{base}/filter", json={"Pod": big, "NodeNames": ["dgx-h100-0"]})
+        assert "4 free" in r.json()["FailedNodes"]["dgx-h100-0"]
+        victims = {"dgx-h100-0": {"Pods": [{"UID": "u-1"}], "NumPDBViolations": 0}}
+        r = httpx.post(f"{base}/preempt", json={"Pod": big, "NodeNameToMetaVictims": victims})
+        assert r.json()["NodeNameToMetaVictims"] == victims
         assert "gpupack_binds_total{result=\"ok\"} 1.0" in httpx.get(f"{base}/metrics").text
     finally:
         proc.terminate()

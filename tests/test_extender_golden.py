@@ -1,4 +1,4 @@
-"""Golden tests: every request kube-scheduler 1.36 sent in ../shared/fixtures/extender is parsed and
+"""Golden tests: every request kube-scheduler 1.36 sent in tests/data/shared/fixtures/extender is parsed and
 answered in the form it accepts, compared with the recorded answers and the notes on what the
 scheduler did with them (fixtures/README.md)."""
 

@@ -1,5 +1,5 @@
 """The KubeSchedulerConfiguration that the manifests deploy is the one the wire fixtures were recorded
-with (../shared/fixtures/scheduler-config-nodecache-true.yaml) in every extender field that shapes
+with (tests/data/shared/fixtures/scheduler-config-nodecache-true.yaml) in every extender field that shapes
 the traffic, and its managedResources are exactly the resources gpupack's code reads."""
 
 from __future__ import annotations
@@ -105,3 +105,13 @@ def test_every_managed_mig_resource_reads_as_a_catalog_profile() -> None:
         pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]}}
         profile = read_pod(pod).demand.mig_profile
         assert profile in mig_profile_names() and profile.replace("+", ".") == r["name"].removeprefix(MIG_PREFIX)
+
+
+def test_docs_show_the_deployed_extender_settings() -> None:
+    """docs/scheduler.md's extenders block says what the manifests deploy (weight, nodeCacheCapable...)."""
+    text = (ROOT / "docs" / "scheduler.md").read_text()
+    block = text.split("```yaml\nextenders:", 1)[1].split("```", 1)[0]
+    shown = _extender(yaml.safe_load("extenders:" + block))
+    ours = _extender(yaml.safe_load(CONFIG.read_text()))
+    for key in ("urlPrefix", "weight", "nodeCacheCapable", "httpTimeout"):
+        assert shown[key] == ours[key], key

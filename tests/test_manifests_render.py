@@ -235,12 +235,9 @@ def test_the_webhook_is_reachable_as_its_configuration_says() -> None:
     assert hook["clientConfig"]["service"] == {"namespace": NS, "name": "gpupack-webhook", "path": "/mutate",
                                                "port": sp["port"]}
     assert sp["targetPort"] == c["ports"][0]["name"]
-    built = webhook_configuration(ca_pem=b"-----BEGIN CERTIFICATE-----\n", namespace=NS)["webhooks"][0]
-    for key in ("name", "admissionReviewVersions", "sideEffects", "failurePolicy", "reinvocationPolicy",
-                "timeoutSeconds", "matchPolicy", "rules"):
-        assert hook[key] == built[key], key
+    # One source: the builder (kustomize adds only the common labels).
+    assert mwc["webhooks"] == webhook_configuration(ca_pem=None, namespace=NS)["webhooks"]
     assert hook["namespaceSelector"]["matchLabels"] == {"gpupack.io/webhook": "enabled"}  # opt-in
-    assert hook["namespaceSelector"]["matchExpressions"] == built["namespaceSelector"]["matchExpressions"]
 
 
 def test_the_webhook_certificate_comes_from_each_overlay() -> None:

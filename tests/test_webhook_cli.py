@@ -13,10 +13,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from scheduler.cli import app
-from webhook.manifest import webhook_configuration
+from webhook.manifest import MANIFEST_PATH, webhook_configuration
 from webhook.settings import WebhookSettings
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("kw", "why"), [
@@ -59,6 +60,18 @@ def test_webhook_config_prints_a_valid_configuration(tmp_path: Path) -> None:
     assert (hook["sideEffects"], hook["reinvocationPolicy"], hook["admissionReviewVersions"]) == (
         "None", "IfNeeded", ["v1"])
     assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["gpu", "kube-system"]
+    assert hook["namespaceSelector"]["matchLabels"] == {"gpupack.io/webhook": "enabled"}  # the README's opt-in
+
+
+def test_the_manifest_is_the_commands_output() -> None:
+    """One source: the shipped MutatingWebhookConfiguration is exactly `gpupack webhook-config`."""
+    r = runner.invoke(app, ["webhook-config"])
+    assert r.exit_code == 0, r.output
+    assert (ROOT / MANIFEST_PATH).read_text() == r.output
+    doc = yaml.safe_load(r.output)
+    kubernetes_validate.validate(doc, "1.36.0", strict=True)
+    assert "caBundle" not in doc["webhooks"][0]["clientConfig"]  # the overlays fill it in
+    assert doc == webhook_configuration(ca_pem=None)
 
 
 def test_webhook_config_refusals(tmp_path: Path) -> None:

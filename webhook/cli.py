@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 
+from scheduler.loglevel import HELP as LOG_HELP
 from webhook.settings import WebhookSettings
 
 
@@ -38,7 +38,7 @@ def webhook(
         "--model-affinity/--no-model-affinity", help="required affinity on nvidia.com/gpu.product")] = None,
     insecure_http: Annotated[bool | None, typer.Option(
         "--insecure-http", help="plain HTTP on a loopback address, for local trials")] = None,
-    log_level: Annotated[str | None, typer.Option(help="uvicorn log level")] = None,
+    log_level: Annotated[str | None, typer.Option(help=LOG_HELP + " (default info)")] = None,
 ) -> None:
     """Serve the mutating admission webhook (POST /mutate, GET /healthz, GET /metrics)."""
     settings = _settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, scheduler_name=scheduler_name,
@@ -50,22 +50,24 @@ def webhook(
 
 
 def webhook_config(
-    ca_file: Annotated[Path, typer.Option(help="PEM CA certificate that signed the webhook's certificate")],
+    ca_file: Annotated[Path | None, typer.Option(
+        help="PEM CA certificate that signed the webhook's certificate; without it no caBundle "
+             "(the manifests' form, filled in by cert-manager or the certgen Job)")] = None,
     namespace: Annotated[str, typer.Option(help="namespace of the webhook Service")] = "gpupack-system",
     service: Annotated[str, typer.Option(help="name of the webhook Service")] = "gpupack-webhook",
     url: Annotated[str, typer.Option(help="https URL instead of the Service (out-of-cluster webhook)")] = "",
     failure_policy: Annotated[str, typer.Option(help="Fail or Ignore")] = "Fail",
 ) -> None:
-    """Print the MutatingWebhookConfiguration (YAML) with the CA bundle filled in."""
-    from webhook.manifest import webhook_configuration
+    """Print the MutatingWebhookConfiguration (YAML): namespaces opt in with gpupack.io/webhook=enabled."""
+    from webhook.manifest import manifest_text, webhook_configuration
 
     try:
-        doc = webhook_configuration(ca_pem=ca_file.read_bytes(), namespace=namespace, service=service, url=url,
-                                    failure_policy=failure_policy)
+        doc = webhook_configuration(ca_pem=ca_file.read_bytes() if ca_file else None, namespace=namespace,
+                                    service=service, url=url, failure_policy=failure_policy)
     except (OSError, ValueError) as e:
         typer.echo(f"gpupack webhook-config: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
+    typer.echo(manifest_text(doc), nl=False)
 
 
 def register(app: typer.Typer) -> None:

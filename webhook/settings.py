@@ -10,10 +10,11 @@ import ipaddress
 import re
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from binpack.types import MAX_GPUS_PER_NODE
+from scheduler.loglevel import log_level
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -44,6 +45,11 @@ class WebhookSettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 2**20, ge=2**16, le=64 * 2**20)
     body_timeout_s: float = Field(default=10.0, gt=0, le=60)
     log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        return log_level(v)
 
     @model_validator(mode="after")
     def _safe(self) -> WebhookSettings:

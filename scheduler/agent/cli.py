@@ -29,6 +29,8 @@ from scheduler.agent.handoff import Mode
 from scheduler.agent.kubeletapi import DEVICE_PLUGIN_PATH, POD_RESOURCES_SOCKET
 from scheduler.agent.publish import run
 from scheduler.agent.service import HandoffOptions, advertised_table, start_handoff
+from scheduler.loglevel import HELP as LOG_HELP
+from scheduler.loglevel import log_level as log_level_of
 
 log = logging.getLogger("gpupack.agent")
 
@@ -67,7 +69,7 @@ def agent(
     fake: Annotated[str, typer.Option(
         help="read a fake board instead of NVML (a100-nvswitch, dgx1-v100, t4-pcie, ...; for trying without a GPU)",
     )] = "",
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING (any case)")] = "INFO",
+    log_level: Annotated[str, typer.Option(help=LOG_HELP)] = "info",
     device_plugin: Annotated[bool, typer.Option(
         "--device-plugin/--no-device-plugin",
         help="serve kubelet's device plugin API (replaces NVIDIA's plugin)")] = True,
@@ -83,7 +85,11 @@ def agent(
     metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="Prometheus metrics port (0: off)")] = 0,
 ) -> None:
     """Discover this node's GPUs (NVML) and publish them as its gpupack.io/gpu-inventory annotation."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+    try:
+        level = log_level_of(log_level)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-level") from None
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not show and not node_name:
         raise typer.BadParameter("set NODE_NAME (downward API spec.nodeName) or pass --node-name, or use --print",
