@@ -134,10 +134,11 @@ def _device(raw: Any) -> DraDevice:
         raise ValueError("no uuid or productName attribute")
     m = _MINOR.match(name)
     minor = int(m.group(1)) if m else -1
-    where = {"minor": minor, "pci_bus_id": _attr(attrs, PCI_BUS_ID), "pcie_root": _attr(attrs, PCIE_ROOT)}
+    bus, root = _attr(attrs, PCI_BUS_ID), _attr(attrs, PCIE_ROOT)
     memory = _capacity(cap, "memory")
     if kind == "gpu":
-        return DraDevice(name, uuid, model, bytes_to_mib(memory) if memory is not None else 0, **where)
+        return DraDevice(name, uuid, model, bytes_to_mib(memory) if memory is not None else 0,
+                         minor=minor, pci_bus_id=bus, pcie_root=root)
     parent, profile = _attr(attrs, "parentUUID"), _attr(attrs, "profile")
     if not parent or not profile:
         raise ValueError("a MIG device needs parentUUID and profile attributes")
@@ -151,7 +152,7 @@ def _device(raw: Any) -> DraDevice:
         if not n:
             raise ValueError("no memorySliceN capacities and no placement start in the name")
         start, size = int(n.group(1)), 0
-    return DraDevice(name, uuid, model, 0, parent, profile, start, size, **where)
+    return DraDevice(name, uuid, model, 0, parent, profile, start, size, minor, bus, root)
 
 
 def _capacity(cap: Mapping[str, Any], name: str) -> str | None:
@@ -187,6 +188,7 @@ def inventory(devices: Iterable[DraDevice]) -> DraInventory:
     where: dict[str, tuple[int, MigSlot | None]] = {}
     for _, uuid, d in rows:
         i = len(gpus)
+        names: dict[str, tuple[int, MigSlot | None]]
         try:
             if uuid in full:
                 gpu = Gpu(i, d.model, d.memory_mib, uuid)
