@@ -102,6 +102,10 @@ class ClusterState:
         self.on_event_lag: Callable[[float], None] | None = None
         # told of every pod change the watch brings (uid, entry or None when gone, object), under the lock
         self.pod_listeners: list[Callable[[str, PodEntry | None, Obj | None], None]] = []
+        # further kinds (DRA's resourceslices, resourceclaims: scheduler/dra) applied from the same queue
+        self.handlers: dict[str, Callable[[WatchEvent | list[Obj]], None]] = {}
+        self.node_hook: Callable[[Node], Node] | None = None  # the ledger's node from the parsed one (DRA slices)
+        self.translate: Callable[[Obj, PodRequest], PodRequest] | None = None  # a pod's request, with its claims
         self._inbox: deque[tuple[str, WatchEvent | list[Obj], float]] = deque()
         self._node_keys: dict[str, tuple[Any, ...]] = {}
         self._invalid: dict[str, str] = {}
@@ -129,7 +133,11 @@ class ClusterState:
         with self.lock:
             while self._inbox:
                 kind, what, t = self._inbox.popleft()
-                if isinstance(what, list):
+                if kind in self.handlers:
+                    self.handlers[kind](what)
+                    if isinstance(what, list):
+                        self.synced[kind] = True
+                elif isinstance(what, list):
                     self._relist(kind, what)
                 elif kind == "nodes":
                     self._node_event(what)
@@ -175,7 +183,7 @@ class ClusterState:
             self.ledger.drop_node(name)
             return
         self._invalid.pop(name, None)
-        self.ledger.put_node(node)
+        self.ledger.put_node(self.node_hook(node) if self.node_hook is not None else node)
 
     def _pod_event(self, ev: WatchEvent) -> None:
         meta = ev.obj.get("metadata") or {}
@@ -198,7 +206,8 @@ class ClusterState:
         if placement is not None and placement.node != node:
             placement = None  # a record for another node (a failed bind's leftover): not this pod's devices
         foreign = 0
-        if placement is None:
+        if placement is None and not (obj.get("status") or {}).get("extendedResourceClaimStatus"):
+            # (a pod whose nvidia.com/gpu a DRA claim serves holds that claim's devices, booked by scheduler/dra)
             foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else _whole_gpus(obj)
         if req is not None and req.managed:
             self._observe(uid, req)
@@ -234,7 +243,7 @@ class ClusterState:
     # -- the request side -------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.synced["nodes"] and self.synced["pods"]
+        return all(self.synced.values())
 
     def view(self) -> StateView:
         """Apply queued events, expire old assumptions, and read the newest snapshot."""
@@ -269,7 +278,13 @@ class ClusterState:
                         self._observe(uid, hit.request)
         if hit.request is None:
             raise InvalidPod(hit.error)
-        return hit.request
+        if self.translate is None:
+            return hit.request
+        req = self.translate(hit.raw, hit.request)  # DRA: a claim-only pod's demand, from its claims
+        if req is not hit.request and req.managed:
+            with self.lock:
+                self._observe(uid, req)
+        return req
 
     def request_for(self, uid: str) -> PodRequest | None:
         """The request of a pod by UID: from the verbs' cache, else from the watched pods."""
