@@ -83,4 +83,5 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     app.state.watcher = watcher
     app.state.groups = groups
     app.state.api = api
+    app.state.dra = dra
     return app
