@@ -178,3 +178,14 @@ def test_a_slice_update_remaps_and_a_slice_removal_frees_the_node() -> None:
     assert len(st.node(T4).gpus) == 4  # back to the GFD labels of the Node object  # type: ignore[union-attr]
     st.push("resourceslices", WatchEvent("ADDED", t4))
     assert dra.is_dra_node(T4) and list(st.ledger.recorded().values()) == [Placement(T4, (3,), kind=W)]
+
+
+def test_junk_slice_and_claim_events_change_nothing() -> None:
+    st, dra = state([load("claims/scheduled-ncc-true/after/claim-ncc-1gpu-gpu-j2dtd.json")])
+    before = (st.ledger.recorded(), {n: st.node(n) for n in st.ledger.nodes})
+    for kind in ("resourceslices", "resourceclaims"):
+        for t in ("ADDED", "MODIFIED", "DELETED"):
+            st.push(kind, WatchEvent(t, {"metadata": "junk", "spec": {"driver": "gpu.nvidia.com"}}))
+    st.push("resourceslices", WatchEvent("ADDED", {"metadata": {"name": "s"}, "spec": {"driver": "gpu.nvidia.com"}}))
+    assert (st.ledger.recorded(), {n: st.node(n) for n in st.ledger.nodes}) == before
+    assert st.ready and len(dra.slices) == 3

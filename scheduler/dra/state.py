@@ -78,7 +78,7 @@ class DraState:
             for obj in what:
                 touched |= self._put_slice(obj)
         else:
-            name = str((what.obj.get("metadata") or {}).get("name") or "")
+            name = str(_meta(what.obj).get("name") or "")
             old = self.slices.pop(name, None)
             if old is not None:
                 touched.add(old.node)
@@ -88,7 +88,7 @@ class DraState:
             self._rebuild(node)
 
     def _put_slice(self, obj: Obj) -> set[str]:
-        meta = obj.get("metadata") or {}
+        meta = _meta(obj)
         try:
             s = parse_slice(obj)
         except InvalidSlice as e:
@@ -137,7 +137,7 @@ class DraState:
                 self._put_claim(obj)
             return
         if what.type == "DELETED":
-            self._drop_claim(str((what.obj.get("metadata") or {}).get("uid") or ""))
+            self._drop_claim(str(_meta(what.obj).get("uid") or ""))
         elif what.type in ("ADDED", "MODIFIED"):
             self._put_claim(what.obj)
 
@@ -151,7 +151,7 @@ class DraState:
         try:
             c = read_claim(obj)
         except InvalidClaim as e:
-            self._say(obj.get("metadata") or {}, f"ignored: {e}")
+            self._say(_meta(obj), f"ignored: {e}")
             return
         old = self.claims.get(c.uid)
         if old is not None and old == c:
@@ -215,6 +215,7 @@ class DraState:
                tuple(f"{c.uid}@{c.resource_version}" for c in claims))
         hit = self._demands.get(key)
         if hit is not None:
+            self._demands.move_to_end(key)
             return hit
         if len(claims) < len(names):
             missing = [n for n, c in zip(names, found, strict=True) if c is None]
@@ -228,8 +229,7 @@ class DraState:
             self._demands.popitem(last=False)
         return out
 
-    def _say(self, meta: Mapping[str, Any], msg: str) -> None:
-        m = meta if isinstance(meta, Mapping) else {}
+    def _say(self, m: Mapping[str, Any], msg: str) -> None:
         key = (str(m.get("uid") or m.get("name") or ""), str(m.get("resourceVersion") or ""), msg)
         if key in self._said:
             return
@@ -237,3 +237,9 @@ class DraState:
             self._said.clear()
         self._said.add(key)
         log.warning("DRA: %s", msg)
+
+
+def _meta(obj: Obj) -> Mapping[str, Any]:
+    """The object's metadata, or {} when it is not an object (a bad event must not stop the queue)."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    return meta if isinstance(meta, Mapping) else {}
