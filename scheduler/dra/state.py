@@ -219,7 +219,7 @@ class DraState:
             return hit
         if len(claims) < len(names):
             missing = [n for n, c in zip(names, found, strict=True) if c is None]
-            log.info("pod %s/%s: claims %s not seen yet; DRA alone decides for now", ns, req.name, missing)
+            log.debug("pod %s/%s: claims %s not seen yet; DRA alone decides for now", ns, req.name, missing)
             return req  # not cached: the claims arrive soon
         out, why = claims_demand(req, claims)
         if why:
