@@ -73,3 +73,13 @@ def test_claims_never_double_book_and_never_forget(steps: list[tuple[str, int, l
                 assert not keys
         gone = {k.split(":")[1] for k in booked} - {f"c{j}" for j in held}
         assert not gone
+    # a fresh list of the same objects rebuilds the same devices taken (who wins a contested device may differ)
+    holders: dict[tuple[str, str], set[int]] = {}
+    for j, ds in held.items():
+        for d in ds:
+            holders.setdefault(d, set()).add(j)
+    alone = {j for j, ds in held.items() if all(holders[d] == {j} for d in ds)}
+    fresh, _ = state([_claim(j, ds, 0) for j, ds in held.items()])
+    for j in alone:
+        mine = sorted(str(p) for k, p in cs.ledger.recorded().items() if k.startswith(f"claim:c{j}:"))
+        assert mine == sorted(str(p) for k, p in fresh.ledger.recorded().items() if k.startswith(f"claim:c{j}:"))
