@@ -209,3 +209,34 @@ def test_every_recorded_call_is_replayed() -> None:
     files = {s["file"] for run in SEQ.values() for s in run}
     on_disk = {str(p.relative_to(DRA)) for p in (DRA / "extender").rglob("[0-9]*.json")}
     assert files == on_disk
+
+
+def test_preempt_counts_the_devices_a_victims_claims_hold() -> None:
+    """On a T4 node full of DRA pods, evicting one of them frees its claim (the resourceclaim controller
+    deallocates it), so gpupack keeps the node and names the fewest victims; a claim shared with a pod that
+    stays frees nothing."""
+    rec = load("extender/filter-only-t4/01-filter-flt-only-t4.json")
+    pod = rec["request"]["Pod"]
+    one = load("claims/scheduled-ncc-true/after/claim-ncc-1gpu-gpu-j2dtd.json")  # gpu-3, pod 1a246af0
+    two = load("claims/scheduled-ncc-true/after/claim-ncc-2gpu-pcieroot-gpu-kgrk7.json")  # gpu-1, gpu-2
+    rest = copy.deepcopy(one)  # gpu-0, shared by two pods
+    rest["metadata"].update(uid="shared", name="shared")
+    rest["status"]["allocation"]["devices"]["results"][0]["device"] = "gpu-0"
+    rest["status"]["reservedFor"] = [{"resource": "pods", "name": "a", "uid": "pod-a"},
+                                     {"resource": "pods", "name": "b", "uid": "pod-b"}]
+    uid_one, uid_two = one["status"]["reservedFor"][0]["uid"], two["status"]["reservedFor"][0]["uid"]
+    with _app() as (client, api, _, dra):
+        api.put_pod(pod)
+        api.put_resource_claim(_unallocated(CLAIMS[_claim_names(pod)[0]]))
+        for c in (one, two, rest):
+            api.put_resource_claim(c)
+        _synced(api, dra)
+        assert _answer_nodes(post(client, "filter", {**rec["request"], "Nodes": {
+            "metadata": {}, "items": [n for n in nodes() if n["metadata"]["name"] == "dra-t4-node"]}})) == []
+
+        def preempt(victims: list[str]) -> Obj:
+            return post(client, "preempt", {"Pod": pod, "NodeNameToMetaVictims": {"dra-t4-node": {
+                "Pods": [{"UID": u} for u in victims], "NumPDBViolations": 0}}})["NodeNameToMetaVictims"]
+
+        assert preempt([uid_two, uid_one]) == {"dra-t4-node": {"Pods": [{"UID": uid_two}], "NumPDBViolations": 0}}
+        assert preempt(["pod-a"]) == {}  # its claim stays reserved for pod-b: evicting pod-a frees nothing

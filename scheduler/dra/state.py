@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from binpack import Node
+from binpack import Node, Placement
 from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
@@ -41,6 +41,7 @@ class DraState:
         self._by_name: dict[tuple[str, str], str] = {}
         self._pools: dict[str, str] = {}  # pool -> node, from the slices
         self._by_pool: dict[str, set[str]] = {}  # pool -> uids of allocated claims with devices there
+        self._reserved: dict[str, set[str]] = {}  # pod uid -> uids of claims reserved for it
         self._keys: dict[str, tuple[str, ...]] = {}  # claim uid -> its booking keys
         self._base: dict[str, Node] = {}  # node -> as its Node object says (CPU, memory, GPUs from labels)
         self._said: set[tuple[str, str, str]] = set()  # (object uid, resourceVersion, message) already logged
@@ -56,6 +57,7 @@ class DraState:
         st.synced.setdefault(CLAIMS, False)
         st.node_hook = self._node
         st.translate = self.translate
+        st.claimed_by = self.claimed_by
 
     # -- nodes and slices -------------------------------------------------------------------------------
     def is_dra_node(self, name: str) -> bool:
@@ -159,19 +161,29 @@ class DraState:
         self.claims[c.uid] = c
         self._by_name[(c.namespace, c.name)] = c.uid
         if old is not None:
-            for r in old.results:
-                self._by_pool.get(r.pool, set()).discard(c.uid)
+            self._unindex(old)
         for r in c.results:
             self._by_pool.setdefault(r.pool, set()).add(c.uid)
+        for pod in c.reserved_for:
+            self._reserved.setdefault(pod, set()).add(c.uid)
         self._book(c)
+
+    def _unindex(self, c: Claim) -> None:
+        for r in c.results:
+            self._by_pool.get(r.pool, set()).discard(c.uid)
+        for pod in c.reserved_for:
+            held = self._reserved.get(pod)
+            if held is not None:
+                held.discard(c.uid)
+                if not held:
+                    del self._reserved[pod]
 
     def _drop_claim(self, uid: str) -> None:
         c = self.claims.pop(uid, None)
         if c is None:
             return
         self._by_name.pop((c.namespace, c.name), None)
-        for r in c.results:
-            self._by_pool.get(r.pool, set()).discard(uid)
+        self._unindex(c)
         for key in self._keys.pop(uid, ()):
             self.state.ledger.drop(key)
 
@@ -192,6 +204,19 @@ class DraState:
             self._keys[c.uid] = keys
         else:
             self._keys.pop(c.uid, None)
+
+    def claimed_by(self, pod_uid: str) -> list[Placement]:
+        """The devices of the claims reserved for this pod alone (freed when it goes: the resourceclaim
+        controller deallocates a claim nobody reserves), as applied in the ledger."""
+        with self.state.lock:
+            ledger = self.state.ledger
+            ledger.snapshot()  # `applied` is current only with the snapshot
+            out = []
+            for uid in sorted(self._reserved.get(pod_uid, ())):
+                c = self.claims.get(uid)
+                if c is not None and c.reserved_for == (pod_uid,):
+                    out += [ledger.bookings[k].placement for k in self._keys.get(uid, ()) if k in ledger.applied]
+            return out
 
     def claim(self, namespace: str, name: str) -> Claim | None:
         with self.state.lock:

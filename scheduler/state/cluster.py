@@ -4,7 +4,8 @@ Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/invent
 become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/devices.py) or
 foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
 by the watcher threads and applied in order under one lock; every verb drains the queue first, so
-filter never answers from a state older than the events gpupack has received. Node heartbeats that
+filter never answers from a state older than the events gpupack has received. DRA (scheduler/dra)
+plugs in through `handlers` (more kinds), `node_hook`, `translate` and `claimed_by`. Node heartbeats that
 change nothing gpupack reads are skipped before parsing. The workload mix is learned from every
 pod seen, once per pod UID.
 """
@@ -106,6 +107,7 @@ class ClusterState:
         self.handlers: dict[str, Callable[[WatchEvent | list[Obj]], None]] = {}
         self.node_hook: Callable[[Node], Node] | None = None  # the ledger's node from the parsed one (DRA slices)
         self.translate: Callable[[Obj, PodRequest], PodRequest] | None = None  # a pod's request, with its claims
+        self.claimed_by: Callable[[str], list[Placement]] | None = None  # devices only this pod's claims hold
         self._inbox: deque[tuple[str, WatchEvent | list[Obj], float]] = deque()
         self._node_keys: dict[str, tuple[Any, ...]] = {}
         self._invalid: dict[str, str] = {}
@@ -291,6 +293,8 @@ class ClusterState:
         with self.lock:
             hit = self._requests.get(uid)
             if hit is not None:
+                if hit.request is not None and self.translate is not None:
+                    return self.translate(hit.raw, hit.request)
                 return hit.request
             entry = self._pods.get(uid)
             return entry.request if entry is not None else None
