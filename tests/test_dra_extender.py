@@ -240,3 +240,22 @@ def test_preempt_counts_the_devices_a_victims_claims_hold() -> None:
 
         assert preempt([uid_two, uid_one]) == {"dra-t4-node": {"Pods": [{"UID": uid_two}], "NumPDBViolations": 0}}
         assert preempt(["pod-a"]) == {}  # its claim stays reserved for pod-b: evicting pod-a frees nothing
+
+
+def test_bind_by_adoption_drops_devices_gpupack_had_reserved_for_the_pod() -> None:
+    """A reservation (a pod group's plan) for a claim pod is released at bind: the claim holds the real devices."""
+    from binpack import Placement
+
+    rec = load("extender/filter-only-h100/01-filter-flt-only-h100.json")
+    pod = rec["request"]["Pod"]
+    claim = load("filter-answers/only-h100-node/claim-flt-only-h100-gpu-p42jv.json")  # gpu-3
+    with _app() as (client, api, state, dra):
+        api.put_pod(pod)
+        api.put_resource_claim(claim)
+        _synced(api, dra)
+        post(client, "filter", rec["request"])
+        state.assume(pod["metadata"]["uid"], Placement("dra-h100-node", (0,)), None)
+        got = post(client, "bind", {"PodName": pod["metadata"]["name"], "PodNamespace": "gpupack-dra",
+                                     "PodUID": pod["metadata"]["uid"], "Node": "dra-h100-node"})
+        assert got == {"Error": ""}
+        assert sorted(p.gpus for p in state.ledger.recorded().values()) == [(3,)] and not state.assumed()

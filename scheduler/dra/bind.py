@@ -60,6 +60,8 @@ class ClaimBinder(Binder):
             return error
         for c in claims:
             self.dra.adopt(c)  # the devices DRA picked are taken from now on, whatever the watch says yet
+        # devices gpupack reserved for the pod itself (a pod group's plan) are not the ones DRA allocated
+        self.state.unassume(uid)
         return self._post_binding(ns, name, uid, node, {})
 
     def _claims(self, ns: str, pod: Obj, node: str) -> tuple[list[Obj], tuple[str, str] | None]:
