@@ -7,7 +7,7 @@ re-validated per request. Command-line flags override the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0)
     mix_refresh_s: float = Field(default=2.0, ge=0)
     log_level: str = "info"
+    # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations
+    # (docs/dra.md); "off" ignores DRA. gpupack writing allocations itself is not built yet.
+    dra_mode: Literal["observe", "off"] = "observe"
 
     @field_validator("url_prefix")
     @classmethod

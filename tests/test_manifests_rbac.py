@@ -183,6 +183,11 @@ def test_the_scanner_maps_client_calls_to_rbac() -> None:
                      ("", "events", "create", "*")}  # the device plugin: its node's pods, record fixes, Events
     extender = calls(_py("scheduler", exclude=("scheduler/agent",)))
     assert {("", "pods", "patch", "*"), ("", "nodes", "watch", "*")} <= extender
+    # DRA observe mode: slices and claims listed and watched, a pod's claims read fresh at bind; nothing written
+    dra = {g for g in extender if g[0] == "resource.k8s.io"}
+    assert dra == {("resource.k8s.io", r, v, "*") for r, v in (
+        ("resourceslices", "list"), ("resourceslices", "watch"), ("resourceclaims", "list"),
+        ("resourceclaims", "watch"), ("resourceclaims", "get"))}
 
 
 @pytest.mark.parametrize("overlay", ["overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig"])

@@ -13,17 +13,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from scheduler.dra.bind import ClaimBinder
+from scheduler.dra.state import DraState
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.routes import Deps, build_router
 from scheduler.extender.verdicts import Engine
 from scheduler.groups import PodGroups
 from scheduler.settings import Settings
-from scheduler.state.binder import Binder
+from scheduler.state.binder import Binder, BindResult
 from scheduler.state.cluster import ClusterState
-from scheduler.state.kubeapi import KubeApi, KubernetesApi
-from scheduler.state.memapi import MemoryApi
+from scheduler.state.dra_memapi import DraMemoryApi
+from scheduler.state.dra_standalone import load_dra_objects
+from scheduler.state.kubeapi import DraApi, KubeApi, KubernetesApi
 from scheduler.state.standalone import demo_objects, load_cluster
-from scheduler.state.watch import Watcher, WatchSettings
+from scheduler.state.watch import DRA_SOURCES, Watcher, WatchSettings
 
 log = logging.getLogger("gpupack")
 
@@ -34,8 +37,9 @@ def make_api(settings: Settings, state: ClusterState) -> KubeApi:
         kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
         return KubernetesApi(kubeconfig, settings.in_cluster, settings.api_timeout_s)
     nodes, pods = load_cluster(settings.cluster) if settings.cluster else (demo_objects(), [])
+    slices, claims = load_dra_objects(settings.cluster) if settings.cluster else ([], [])
     # no API server holds the pods kube-scheduler asks about: bind adopts the pod filter was sent
-    return MemoryApi(nodes, pods, adopt=state.raw_pod)
+    return DraMemoryApi(nodes, pods, slices, claims, adopt=state.raw_pod)
 
 
 def create_app(settings: Settings | None = None, api: KubeApi | None = None,
@@ -45,10 +49,18 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     api = api or make_api(settings, state)
     metrics = Metrics(state)
     state.on_event_lag = metrics.event_lag.observe
-    binder = Binder(state, api, on_result=lambda r: metrics.binds.labels(r.outcome).inc())
+
+    def on_bind(r: BindResult) -> None:
+        metrics.binds.labels(r.outcome).inc()
+
+    dra = DraState(state) if settings.dra_mode == "observe" and isinstance(api, DraApi) else None
+    if dra is not None:  # DRA (scheduler/dra): slices and claims are watched; claim pods bind by adoption
+        dra.install()
+    binder = ClaimBinder(state, api, dra, on_result=on_bind) if dra is not None else Binder(state, api, on_bind)
     watcher = Watcher(api, state, WatchSettings(settings.watch_timeout_s, settings.backoff_initial_s,
                                                 settings.backoff_max_s),
-                      on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc())
+                      on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc(),
+                      optional=DRA_SOURCES if dra is not None else None)
     engine = Engine()
     groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
     groups.install(engine, binder)
@@ -71,4 +83,5 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     app.state.watcher = watcher
     app.state.groups = groups
     app.state.api = api
+    app.state.dra = dra
     return app

@@ -29,6 +29,7 @@ class _Hold:
     placement: Placement | None
     foreign: int
     priority: int
+    claimed: tuple[Placement, ...] = ()  # devices held through DRA claims reserved for this pod alone
 
 
 def preempt(state: ClusterState, view: StateView, demand: Demand,
@@ -59,6 +60,8 @@ def _holds(state: ClusterState, node: str, vs: Sequence[Victim]) -> tuple[list[_
             holds.append(_Hold(v.uid, b.placement, 0, prio))
         elif entry is not None and entry.active and entry.node == node and entry.foreign:
             holds.append(_Hold(v.uid, None, entry.foreign, prio))
+        elif claimed := [p for p in (state.claimed_by(v.uid) if state.claimed_by else ()) if p.node == node]:
+            holds.append(_Hold(v.uid, None, 0, prio, tuple(claimed)))  # evicted, its claims are deallocated
         else:
             others.add(v.uid)
     return holds, others
@@ -86,8 +89,9 @@ def _node(state: ClusterState, snap: Snapshot, node: str, demand: Demand, vs: Se
         s = base
         freed = sum(h.foreign for h in subset)
         for h in subset:
-            if h.placement is not None:
-                s = release(s, h.placement)
+            for p in (h.placement, *h.claimed):
+                if p is not None:
+                    s = release(s, p)
         if freed:
             s = set_foreign(s, node, max(foreign - freed, 0))
         return bool(fit(s, demand).fits[0])

@@ -4,7 +4,8 @@ Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/invent
 become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/devices.py) or
 foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
 by the watcher threads and applied in order under one lock; every verb drains the queue first, so
-filter never answers from a state older than the events gpupack has received. Node heartbeats that
+filter never answers from a state older than the events gpupack has received. DRA (scheduler/dra)
+plugs in through `handlers` (more kinds), `node_hook`, `translate` and `claimed_by`. Node heartbeats that
 change nothing gpupack reads are skipped before parsing. The workload mix is learned from every
 pod seen, once per pod UID.
 """
@@ -102,6 +103,11 @@ class ClusterState:
         self.on_event_lag: Callable[[float], None] | None = None
         # told of every pod change the watch brings (uid, entry or None when gone, object), under the lock
         self.pod_listeners: list[Callable[[str, PodEntry | None, Obj | None], None]] = []
+        # further kinds (DRA's resourceslices, resourceclaims: scheduler/dra) applied from the same queue
+        self.handlers: dict[str, Callable[[WatchEvent | list[Obj]], None]] = {}
+        self.node_hook: Callable[[Node], Node] | None = None  # the ledger's node from the parsed one (DRA slices)
+        self.translate: Callable[[Obj, PodRequest], PodRequest] | None = None  # a pod's request, with its claims
+        self.claimed_by: Callable[[str], list[Placement]] | None = None  # devices only this pod's claims hold
         self._inbox: deque[tuple[str, WatchEvent | list[Obj], float]] = deque()
         self._node_keys: dict[str, tuple[Any, ...]] = {}
         self._invalid: dict[str, str] = {}
@@ -129,7 +135,11 @@ class ClusterState:
         with self.lock:
             while self._inbox:
                 kind, what, t = self._inbox.popleft()
-                if isinstance(what, list):
+                if kind in self.handlers:
+                    self.handlers[kind](what)
+                    if isinstance(what, list):
+                        self.synced[kind] = True
+                elif isinstance(what, list):
                     self._relist(kind, what)
                 elif kind == "nodes":
                     self._node_event(what)
@@ -175,7 +185,7 @@ class ClusterState:
             self.ledger.drop_node(name)
             return
         self._invalid.pop(name, None)
-        self.ledger.put_node(node)
+        self.ledger.put_node(self.node_hook(node) if self.node_hook is not None else node)
 
     def _pod_event(self, ev: WatchEvent) -> None:
         meta = ev.obj.get("metadata") or {}
@@ -198,7 +208,8 @@ class ClusterState:
         if placement is not None and placement.node != node:
             placement = None  # a record for another node (a failed bind's leftover): not this pod's devices
         foreign = 0
-        if placement is None:
+        if placement is None and not (obj.get("status") or {}).get("extendedResourceClaimStatus"):
+            # (a pod whose nvidia.com/gpu a DRA claim serves holds that claim's devices, booked by scheduler/dra)
             foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else _whole_gpus(obj)
         if req is not None and req.managed:
             self._observe(uid, req)
@@ -234,7 +245,7 @@ class ClusterState:
     # -- the request side -------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        return self.synced["nodes"] and self.synced["pods"]
+        return all(self.synced.values())
 
     def view(self) -> StateView:
         """Apply queued events, expire old assumptions, and read the newest snapshot."""
@@ -269,13 +280,21 @@ class ClusterState:
                         self._observe(uid, hit.request)
         if hit.request is None:
             raise InvalidPod(hit.error)
-        return hit.request
+        if self.translate is None:
+            return hit.request
+        req = self.translate(hit.raw, hit.request)  # DRA: a claim-only pod's demand, from its claims
+        if req is not hit.request and req.managed:
+            with self.lock:
+                self._observe(uid, req)
+        return req
 
     def request_for(self, uid: str) -> PodRequest | None:
         """The request of a pod by UID: from the verbs' cache, else from the watched pods."""
         with self.lock:
             hit = self._requests.get(uid)
             if hit is not None:
+                if hit.request is not None and self.translate is not None:
+                    return self.translate(hit.raw, hit.request)
                 return hit.request
             entry = self._pods.get(uid)
             return entry.request if entry is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -72,6 +72,21 @@ class KubeApi(Protocol):
         """Merge-patch the pod's annotations (None removes a key); the UID guards against a recreated pod."""
 
     def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+
+
+@runtime_checkable
+class DraApi(Protocol):
+    """What observe-mode DRA asks of the API server (resource.k8s.io/v1); a 404 on list means no DRA."""
+
+    def list_resource_slices(self) -> tuple[list[Obj], str]: ...
+
+    def list_resource_claims(self) -> tuple[list[Obj], str]: ...
+
+    def watch_resource_slices(self, resource_version: str, timeout_s: int) -> WatchStream: ...
+
+    def watch_resource_claims(self, resource_version: str, timeout_s: int) -> WatchStream: ...
+
+    def get_resource_claim(self, namespace: str, name: str) -> Obj | None: ...
 
 
 class _HttpWatch:
@@ -137,6 +152,7 @@ class KubernetesApi:
         cfg.retries = 0  # a retried POST could bind twice; bind has its own confirm step
         self._client = client.ApiClient(cfg)
         self._core = client.CoreV1Api(self._client)
+        self._resource = client.ResourceV1Api(self._client)  # DRA, resource.k8s.io/v1
         self._timeout = timeout_s
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -179,6 +195,28 @@ class KubernetesApi:
 
     def watch_pods(self, resource_version: str, timeout_s: int) -> WatchStream:
         return self._watch(self._core.list_pod_for_all_namespaces, resource_version, timeout_s)
+
+    def list_resource_slices(self) -> tuple[list[Obj], str]:
+        return self._list(self._resource.list_resource_slice)
+
+    def list_resource_claims(self) -> tuple[list[Obj], str]:
+        return self._list(self._resource.list_resource_claim_for_all_namespaces)
+
+    def watch_resource_slices(self, resource_version: str, timeout_s: int) -> WatchStream:
+        return self._watch(self._resource.list_resource_slice, resource_version, timeout_s)
+
+    def watch_resource_claims(self, resource_version: str, timeout_s: int) -> WatchStream:
+        return self._watch(self._resource.list_resource_claim_for_all_namespaces, resource_version, timeout_s)
+
+    def get_resource_claim(self, namespace: str, name: str) -> Obj | None:
+        try:
+            resp = self._call(self._resource.read_namespaced_resource_claim, name, namespace)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        doc: Obj = orjson.loads(resp.data)
+        return doc
 
     def get_pod(self, namespace: str, name: str) -> Obj | None:
         try:

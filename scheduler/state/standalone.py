@@ -7,6 +7,8 @@ A cluster file (YAML or JSON) is a Kubernetes List / NodeList of Node and Pod ob
 
     {name: gpu-a, model: A100-SXM4-80GB, gpus: 8, nvlink: nvswitch | dgx1 | none,
      cpu: "64", memory: 512Gi, mig: {0: [1g.10gb@0, 3g.40gb@4], 1: dynamic}}
+
+DRA's ResourceSlices and ResourceClaims may sit in the same file (dra_standalone.py reads them).
 """
 
 from __future__ import annotations

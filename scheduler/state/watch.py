@@ -1,11 +1,13 @@
-"""List + watch of Nodes and Pods into ClusterState, in background threads.
+"""List + watch of Nodes and Pods (and, where served, DRA's ResourceSlices and ResourceClaims) into
+ClusterState, in background threads.
 
 Per kind: list (the state becomes exactly that list), then watch from its resourceVersion,
 following BOOKMARKs; a watch that ends normally is resumed from the last version seen; an ERROR
 410 Gone (or a 410 answer) means the version is too old, so list again. Any other failure backs off
 exponentially (capped) before listing again. `ready` is true once both kinds were listed. A third
 thread expires stale assumptions even when no request comes. stop() closes the open streams, so
-shutdown never waits for a watch timeout.
+shutdown never waits for a watch timeout. An optional kind (DRA) whose list answers 404 is not
+served by this cluster: it counts as listed and empty, is said once, and is asked again now and then.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from scheduler.state.cluster import ClusterState
@@ -27,24 +29,39 @@ class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
 
 
+class Absent(Exception):
+    """An optional kind's API is not served (404 on list)."""
+
+
+# kind -> (list method, watch method) of the KubeApi; the optional ones only where the API has them
+SOURCES = {"nodes": ("list_nodes", "watch_nodes"), "pods": ("list_pods", "watch_pods")}
+DRA_SOURCES = {"resourceslices": ("list_resource_slices", "watch_resource_slices"),
+               "resourceclaims": ("list_resource_claims", "watch_resource_claims")}
+
+
 @dataclass(frozen=True)
 class WatchSettings:
     watch_timeout_s: int = 300
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     expire_every_s: float = 1.0
+    absent_retry_s: float = 300.0  # how often an optional API that answered 404 is asked again
 
 
 class Watcher:
     """Keeps a ClusterState in step with the API server until stopped."""
 
     def __init__(self, api: KubeApi, state: ClusterState, settings: WatchSettings | None = None,
-                 on_error: Callable[[str, Exception], None] | None = None) -> None:
+                 on_error: Callable[[str, Exception], None] | None = None,
+                 optional: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.api = api
         self.state = state
         self.settings = settings or WatchSettings()
         self.on_error = on_error
-        self.relists = {"nodes": 0, "pods": 0}
+        self.sources = {**SOURCES, **(optional or {})}
+        self.optional = frozenset(optional or ())
+        self.relists = dict.fromkeys(self.sources, 0)
+        self._absent_said: set[str] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._streams: dict[str, WatchStream] = {}
@@ -52,11 +69,9 @@ class Watcher:
 
     def start(self) -> None:
         self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._run, args=("nodes",), name="gpupack-watch-nodes", daemon=True),
-            threading.Thread(target=self._run, args=("pods",), name="gpupack-watch-pods", daemon=True),
-            threading.Thread(target=self._janitor, name="gpupack-expire", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._run, args=(k,), name=f"gpupack-watch-{k}", daemon=True)
+                         for k in self.sources]
+        self._threads.append(threading.Thread(target=self._janitor, name="gpupack-expire", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -84,6 +99,14 @@ class Watcher:
             except Gone:
                 log.info("%s watch: resourceVersion expired (410); listing again", kind)
                 continue
+            except Absent:
+                if kind not in self._absent_said:
+                    self._absent_said.add(kind)
+                    log.info("%s: not served by this cluster (404): no DRA; asking again every %.0fs",
+                             kind, self.settings.absent_retry_s)
+                self.state.replace(kind, [])  # nothing of that kind exists: listed, and empty
+                self._stop.wait(self.settings.absent_retry_s)
+                continue
             except Exception as e:  # anything the API or a bad object throws: back off, list again
                 if self._stop.is_set():
                     return
@@ -95,10 +118,12 @@ class Watcher:
 
     def _list(self, kind: str) -> str:
         try:
-            items, rv = self.api.list_nodes() if kind == "nodes" else self.api.list_pods()
+            items, rv = getattr(self.api, self.sources[kind][0])()
         except ApiError as e:
             if e.status == 410:
                 raise Gone() from None
+            if e.status == 404 and kind in self.optional:
+                raise Absent() from None
             raise
         self.state.replace(kind, items)
         self.relists[kind] += 1
@@ -111,7 +136,7 @@ class Watcher:
         """One watch request; the version to resume from when it ends normally."""
         timeout = self.settings.watch_timeout_s
         try:
-            stream = self.api.watch_nodes(rv, timeout) if kind == "nodes" else self.api.watch_pods(rv, timeout)
+            stream = getattr(self.api, self.sources[kind][1])(rv, timeout)
         except ApiError as e:
             if e.status == 410:
                 raise Gone() from None

@@ -1,0 +1,270 @@
+"""DraState: ResourceSlices and ResourceClaims, kept in step with ClusterState's ledger.
+
+Slices replace the GPUs of their node (the Node object still gives CPU and memory), so the ledger's
+node is the one DRA allocates from; claims with an allocation are bookings (`claim:<uid>:<n>`, one
+per node and device kind), whoever allocated them, so DRA pods and device-plugin pods never share a
+device in gpupack's view. A claim whose allocation goes away, or that is deleted, frees its devices.
+A slice change re-books the claims of its pools (device names may now map elsewhere). Everything
+here runs under ClusterState's lock, from its event queue. Per slice or claim, what cannot be read
+is logged once (per resourceVersion) and left out; nothing here raises into the watch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from binpack import Node, Placement
+from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
+from scheduler.dra.demand import claim_refs, claims_demand
+from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
+from scheduler.podspec import PodRequest
+from scheduler.state.cluster import ClusterState
+from scheduler.state.kubeapi import Obj, WatchEvent
+from scheduler.state.ledger import Booking
+
+log = logging.getLogger("gpupack.dra")
+SLICES, CLAIMS = "resourceslices", "resourceclaims"
+
+
+class DraState:
+    """The DRA half of the cluster state. `install` hooks it into a ClusterState."""
+
+    def __init__(self, state: ClusterState, request_cache: int = 4096) -> None:
+        self.state = state
+        self.slices: dict[str, ParsedSlice] = {}
+        self.inventories: dict[str, DraInventory] = {}
+        self.claims: dict[str, Claim] = {}
+        self._by_name: dict[tuple[str, str], str] = {}
+        self._pools: dict[str, str] = {}  # pool -> node, from the slices
+        self._by_pool: dict[str, set[str]] = {}  # pool -> uids of allocated claims with devices there
+        self._reserved: dict[str, set[str]] = {}  # pod uid -> uids of claims reserved for it
+        self._keys: dict[str, tuple[str, ...]] = {}  # claim uid -> its booking keys
+        self._base: dict[str, Node] = {}  # node -> as its Node object says (CPU, memory, GPUs from labels)
+        self._said: set[tuple[str, str, str]] = set()  # (object uid, resourceVersion, message) already logged
+        self._demands: OrderedDict[tuple[str, str, tuple[str, ...]], PodRequest] = OrderedDict()
+        self._request_cache = request_cache
+
+    def install(self) -> None:
+        """Feed slice and claim events through the state's queue; translate claim pods at the edge."""
+        st = self.state
+        st.handlers[SLICES] = self._on_slices
+        st.handlers[CLAIMS] = self._on_claims
+        st.synced.setdefault(SLICES, False)
+        st.synced.setdefault(CLAIMS, False)
+        st.node_hook = self._node
+        st.translate = self.translate
+        st.claimed_by = self.claimed_by
+
+    # -- nodes and slices -------------------------------------------------------------------------------
+    def is_dra_node(self, name: str) -> bool:
+        with self.state.lock:
+            return name in self.inventories
+
+    def _node(self, node: Node) -> Node:
+        """The ledger's node: GPUs from the node's slices when it has any (ClusterState's node hook)."""
+        self._base[node.name] = node
+        inv = self.inventories.get(node.name)
+        if inv is None:
+            return node
+        return replace(node, gpus=inv.gpus, nvlink=(), pcie=inv.pcie)
+
+    def _on_slices(self, what: WatchEvent | list[Obj]) -> None:
+        touched: set[str] = set()
+        if isinstance(what, list):
+            touched = {s.node for s in self.slices.values()}
+            self.slices.clear()
+            for obj in what:
+                touched |= self._put_slice(obj)
+        else:
+            name = str(_meta(what.obj).get("name") or "")
+            old = self.slices.pop(name, None)
+            if old is not None:
+                touched.add(old.node)
+            if what.type in ("ADDED", "MODIFIED"):
+                touched |= self._put_slice(what.obj)
+        for node in sorted(touched):
+            self._rebuild(node)
+
+    def _put_slice(self, obj: Obj) -> set[str]:
+        meta = _meta(obj)
+        try:
+            s = parse_slice(obj)
+        except InvalidSlice as e:
+            self._say(meta, f"ignored: {e}")
+            return set()
+        for why in s.skipped:
+            self._say(meta, f"resourceslice {s.name}: {why}")
+        if s.driver != DRIVER:
+            return set()
+        self.slices[s.name] = s
+        return {s.node}
+
+    def _rebuild(self, node: str) -> None:
+        """Recompute the node's inventory from its newest-generation slices; re-put it, re-book its claims."""
+        mine = [s for s in self.slices.values() if s.node == node]
+        newest: dict[str, int] = {}
+        for s in mine:
+            newest[s.pool] = max(newest.get(s.pool, 0), s.generation)
+        live = [s for s in mine if s.generation == newest[s.pool]]  # older generations are being replaced
+        pools = {p for p, n in self._pools.items() if n == node} | set(newest)
+        for p in pools:
+            self._pools.pop(p, None)
+        if live:
+            inv = inventory(d for s in sorted(live, key=lambda s: s.name) for d in s.devices)
+            for why in inv.skipped:
+                log.warning("node %s: DRA device left out: %s", node, why)
+            self.inventories[node] = inv
+            self._pools.update((s.pool, node) for s in live)
+        else:
+            self.inventories.pop(node, None)
+        ledger = self.state.ledger
+        if node in ledger.nodes and node in self._base:
+            ledger.put_node(self._node(self._base[node]))
+        for uid in sorted({u for p in pools for u in self._by_pool.get(p, ())}):
+            self._book(self.claims[uid])
+
+    def _node_of_pool(self, pool: str) -> str:
+        return self._pools.get(pool, "")
+
+    # -- claims -----------------------------------------------------------------------------------------
+    def _on_claims(self, what: WatchEvent | list[Obj]) -> None:
+        if isinstance(what, list):
+            for uid in list(self.claims):
+                self._drop_claim(uid)
+            for obj in what:
+                self._put_claim(obj)
+            return
+        if what.type == "DELETED":
+            self._drop_claim(str(_meta(what.obj).get("uid") or ""))
+        elif what.type in ("ADDED", "MODIFIED"):
+            self._put_claim(what.obj)
+
+    def adopt(self, obj: Obj) -> None:
+        """A claim read at bind, newer than the watch may have brought yet: the truth from now on."""
+        with self.state.lock:
+            self.state.drain()
+            self._put_claim(obj)
+
+    def _put_claim(self, obj: Obj) -> None:
+        try:
+            c = read_claim(obj)
+        except InvalidClaim as e:
+            self._say(_meta(obj), f"ignored: {e}")
+            return
+        old = self.claims.get(c.uid)
+        if old is not None and old == c:
+            return
+        self.claims[c.uid] = c
+        self._by_name[(c.namespace, c.name)] = c.uid
+        if old is not None:
+            self._unindex(old)
+        for r in c.results:
+            self._by_pool.setdefault(r.pool, set()).add(c.uid)
+        for pod in c.reserved_for:
+            self._reserved.setdefault(pod, set()).add(c.uid)
+        self._book(c)
+
+    def _unindex(self, c: Claim) -> None:
+        for r in c.results:
+            self._by_pool.get(r.pool, set()).discard(c.uid)
+        for pod in c.reserved_for:
+            held = self._reserved.get(pod)
+            if held is not None:
+                held.discard(c.uid)
+                if not held:
+                    del self._reserved[pod]
+
+    def _drop_claim(self, uid: str) -> None:
+        c = self.claims.pop(uid, None)
+        if c is None:
+            return
+        self._by_name.pop((c.namespace, c.name), None)
+        self._unindex(c)
+        for key in self._keys.pop(uid, ()):
+            self.state.ledger.drop(key)
+
+    def _book(self, c: Claim) -> None:
+        """The claim's devices as ledger bookings (none when it is not allocated)."""
+        ps, skipped = placements(c, self._node_of_pool, self.inventories) if c.allocated else ([], [])
+        for why in skipped if self.state.synced.get(SLICES) else ():  # before the slices are listed, expected
+            self._say({"uid": c.uid, "resourceVersion": c.resource_version,
+                       "name": f"{c.namespace}/{c.name}"}, f"resourceclaim {c.namespace}/{c.name}: {why}")
+        keys = tuple(f"claim:{c.uid}:{i}" for i in range(len(ps)))
+        ledger = self.state.ledger
+        for key in self._keys.get(c.uid, ()):
+            if key not in keys:
+                ledger.drop(key)
+        for key, p in zip(keys, ps, strict=True):
+            ledger.put(Booking(key, p))  # a device someone else holds too: kept unapplied, counted in conflicts
+        if keys:
+            self._keys[c.uid] = keys
+        else:
+            self._keys.pop(c.uid, None)
+
+    def claimed_by(self, pod_uid: str) -> list[Placement]:
+        """The devices of the claims reserved for this pod alone (freed when it goes: the resourceclaim
+        controller deallocates a claim nobody reserves), as applied in the ledger."""
+        with self.state.lock:
+            ledger = self.state.ledger
+            ledger.snapshot()  # `applied` is current only with the snapshot
+            out = []
+            for uid in sorted(self._reserved.get(pod_uid, ())):
+                c = self.claims.get(uid)
+                if c is not None and c.reserved_for == (pod_uid,):
+                    out += [ledger.bookings[k].placement for k in self._keys.get(uid, ()) if k in ledger.applied]
+            return out
+
+    def claim(self, namespace: str, name: str) -> Claim | None:
+        with self.state.lock:
+            uid = self._by_name.get((namespace, name))
+            return self.claims.get(uid) if uid else None
+
+    # -- pods -------------------------------------------------------------------------------------------
+    def translate(self, pod: Obj, req: PodRequest) -> PodRequest:
+        """The request of a pod that asks for GPUs through claims: their demand (ClusterState's translate hook)."""
+        refs = claim_refs(pod)
+        if not refs.names:
+            return req
+        with self.state.lock:
+            return self._translate(pod, req, refs.names)
+
+    def _translate(self, pod: Obj, req: PodRequest, names: tuple[str, ...]) -> PodRequest:
+        ns = req.namespace
+        found = [self.claims.get(self._by_name.get((ns, n), "")) for n in names]
+        claims = [c for c in found if c is not None]
+        key = (req.uid, str((pod.get("metadata") or {}).get("resourceVersion") or ""),
+               tuple(f"{c.uid}@{c.resource_version}" for c in claims))
+        hit = self._demands.get(key)
+        if hit is not None:
+            self._demands.move_to_end(key)
+            return hit
+        if len(claims) < len(names):
+            missing = [n for n, c in zip(names, found, strict=True) if c is None]
+            log.debug("pod %s/%s: claims %s not seen yet; DRA alone decides for now", ns, req.name, missing)
+            return req  # not cached: the claims arrive soon
+        out, why = claims_demand(req, claims)
+        if why:
+            log.info("pod %s/%s: %s", ns, req.name, why)
+        self._demands[key] = out
+        if len(self._demands) > self._request_cache:
+            self._demands.popitem(last=False)
+        return out
+
+    def _say(self, m: Mapping[str, Any], msg: str) -> None:
+        key = (str(m.get("uid") or m.get("name") or ""), str(m.get("resourceVersion") or ""), msg)
+        if key in self._said:
+            return
+        if len(self._said) > 100_000:
+            self._said.clear()
+        self._said.add(key)
+        log.warning("DRA: %s", msg)
+
+
+def _meta(obj: Obj) -> Mapping[str, Any]:
+    """The object's metadata, or {} when it is not an object (a bad event must not stop the queue)."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    return meta if isinstance(meta, Mapping) else {}
