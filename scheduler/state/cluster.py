@@ -306,19 +306,32 @@ class ClusterState:
         with self.lock:
             b = self.ledger.get(uid)
             if b is not None and b.assumed:
-                self.ledger.update(uid, confirmed=True, deadline=self.clock() + self.assume_ttl_s)
+                self.ledger.update(uid, confirmed=True, unsettled=False, deadline=self.clock() + self.assume_ttl_s)
 
-    def unassume(self, uid: str) -> None:
+    def unsettle(self, uid: str) -> None:
+        """Whether the Binding exists is unknown: keep the devices booked with no expiry. The watch settles
+        it (pod bound, deleted or finished), or a later bind of the pod does; nothing else frees it, since a
+        pod bound without its record must never see its devices handed to another pod. The deadline is
+        when a bind of the pod to another node may give the booking up (after a read-back shows it unbound)."""
         with self.lock:
             b = self.ledger.get(uid)
             if b is not None and b.assumed:
+                self.ledger.update(uid, unsettled=True, confirmed=False, deadline=self.clock() + self.assume_ttl_s)
+
+    def unassume(self, uid: str, settled: bool = False) -> None:
+        """Forget an assumption. An unsettled one is only forgotten when the caller `settled` it (knows
+        that the pod's Binding does not exist and never will)."""
+        with self.lock:
+            b = self.ledger.get(uid)
+            if b is not None and b.assumed and (settled or not b.unsettled):
                 self.ledger.drop(uid)
 
     def expire(self) -> int:
-        """Drop assumptions past their deadline; how many."""
+        """Drop assumptions past their deadline (never an unsettled one); how many."""
         with self.lock:
             now = self.clock()
-            old = [u for u in self.ledger.assumed if self.ledger.bookings[u].deadline < now]
+            old = [u for u in self.ledger.assumed
+                   if self.ledger.bookings[u].deadline < now and not self.ledger.bookings[u].unsettled]
             for u in old:
                 self.ledger.drop(u)
             return len(old)
