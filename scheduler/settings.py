@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     in_cluster: bool = False
     cluster: Path | None = None  # standalone mode: a YAML/JSON cluster file
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)  # 500 full Nodes with managedFields are ~2 MiB
+    # a body that has not fully arrived by then is answered 408: a stalled client cannot hold a connection
+    body_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # nodes per filter/prioritize/preempt call (413 past it), so the work per request stays bounded;
+    # well above the largest real clusters (~15,000 nodes)
+    max_nodes: int = Field(default=50_000, ge=100, le=1_000_000)
     assume_ttl_s: float = Field(default=60.0, gt=0)
     api_timeout_s: float = Field(default=5.0, gt=0, le=60)
     watch_timeout_s: int = Field(default=300, ge=1, le=3600)

@@ -21,7 +21,7 @@ from typing import Any
 from binpack import DemandKind, Mix, MixLearner, Node, Placement, Snapshot
 from scheduler.devices import InvalidDevices, placement_from
 from scheduler.inventory import INVENTORY, InvalidInventory, node_from_k8s
-from scheduler.podspec import GPU, InvalidPod, PodRequest, read_pod
+from scheduler.podspec import GPU, InvalidPod, PodRequest, PodShape, read_pod
 from scheduler.quantity import to_int
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking, Ledger
@@ -248,7 +248,8 @@ class ClusterState:
             return StateView(self.ledger.snapshot(), dict(self._invalid), self._mix, self.ready)
 
     def request(self, pod: Obj) -> PodRequest:
-        """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed."""
+        """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed, PodShape
+        (never cached) when the object is not shaped like a pod."""
         meta = pod.get("metadata") if isinstance(pod, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         uid, rv = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
@@ -259,6 +260,8 @@ class ClusterState:
             else:
                 try:
                     hit = _Parsed(rv, read_pod(pod), "", pod)
+                except PodShape:
+                    raise  # not a pod at all: a bad request (400) that leaves no trace here
                 except InvalidPod as e:
                     hit = _Parsed(rv, None, str(e), pod)
                 if uid:
