@@ -238,22 +238,27 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     group, group_min = _group(ann)
     prio = spec.get("priority")
     return PodRequest(
-        uid=_text(meta.get("uid")), namespace=_text(meta.get("namespace")), name=_text(meta.get("name")),
+        uid=_text(meta.get("uid"), 128), namespace=_text(meta.get("namespace"), 253),
+        name=_text(meta.get("name"), 253),
         demand=demand, containers=tuple(asks), group=group, group_min=group_min,
         # an int32 in Kubernetes; anything else is read as the default, never an unbounded number
         priority=prio if isinstance(prio, int) and not isinstance(prio, bool) and -2**31 <= prio < 2**31 else 0,
     )
 
 
-def _text(v: object) -> str:
-    """A metadata string; anything else (a number, an object) is no name at all."""
+def _text(v: object, limit: int) -> str:
+    """A metadata string of at most `limit` characters (Kubernetes' own limits; caches key on them)."""
     if v is not None and not isinstance(v, str):
         raise PodShape(f"pod: metadata uid, name and namespace must be strings, got {type(v).__name__}")
+    if v and len(v) > limit:
+        raise PodShape(f"pod: metadata uid, name or namespace longer than {limit} characters")
     return v or ""
 
 
 def _common(ann: Mapping[str, str], cpu: int, mem: int) -> dict[str, Any]:
     models = frozenset(m.strip() for m in str(ann.get(A_MODEL, "")).split("|") if m.strip())
+    if len(models) > 64 or any(len(m) > 128 for m in models):  # a demand is a cache key: keep it small
+        raise InvalidPod(f"{A_MODEL}: at most 64 models of at most 128 characters each")
     topo_raw = str(ann.get(A_TOPOLOGY, Topology.BEST_EFFORT.value)).strip() or Topology.BEST_EFFORT.value
     try:
         topo = Topology(topo_raw)
@@ -264,6 +269,8 @@ def _common(ann: Mapping[str, str], cpu: int, mem: int) -> dict[str, Any]:
 
 def _group(ann: Mapping[str, str]) -> tuple[str, int]:
     name = str(ann.get(A_GROUP, "")).strip()
+    if len(name) > 253:
+        raise InvalidPod(f"{A_GROUP}: at most 253 characters")
     raw = ann.get(A_GROUP_MIN)
     if not name:
         if raw is not None:

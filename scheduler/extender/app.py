@@ -35,6 +35,7 @@ def make_api(settings: Settings, state: ClusterState) -> KubeApi:
         return KubernetesApi(kubeconfig, settings.in_cluster, settings.api_timeout_s)
     nodes, pods = load_cluster(settings.cluster) if settings.cluster else (demo_objects(), [])
     # no API server holds the pods kube-scheduler asks about: bind adopts the pod filter was sent
+    state.keep_raw = True
     return MemoryApi(nodes, pods, adopt=state.raw_pod)
 
 

@@ -105,9 +105,14 @@ def filter_error(message: str, node_names_mode: bool = True) -> bytes:
                          "Error": message})
 
 
+MAX_NAME = 253  # a node name is a DNS subdomain
+
+
 def require_names(names: Sequence[object]) -> None:
     if not set(map(type, names)) <= {str}:
         raise WireError("node names must be strings")
+    if names and max(map(len, names)) > MAX_NAME:  # type: ignore[arg-type]
+        raise WireError(f"node names are at most {MAX_NAME} characters")
 
 
 def score_part(name: str) -> bytes:

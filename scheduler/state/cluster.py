@@ -15,8 +15,10 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from binpack import DemandKind, Mix, MixLearner, Node, Placement, Snapshot
 from scheduler.devices import InvalidDevices, placement_from
@@ -57,12 +59,19 @@ class StateView:
     ready: bool
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Parsed:
+    """What the verbs need of a pod they were sent, and nothing more: a raw pod may carry 256 KiB of
+    annotations, so 4,096 of them could take a gigabyte. Each entry is small and bounded."""
+
     rv: str
     request: PodRequest | None
-    error: str
-    raw: Obj = field(repr=False)
+    error: str  # at most MAX_ERROR characters
+    created: str  # metadata.creationTimestamp (pod groups order by it)
+
+
+MAX_ERROR = 1024
+RAW_CACHE_BYTES = 64 * 2**20  # demo mode's raw pods (bind adopts them), bounded by their JSON size
 
 
 def _whole_gpus(pod: Obj) -> int:
@@ -93,7 +102,8 @@ class ClusterState:
     """Nodes, pods, the ledger and the learned mix, behind one lock."""
 
     def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 mix_refresh_s: float = 2.0, request_cache: int = 4096) -> None:
+                 mix_refresh_s: float = 2.0, request_cache: int = 4096, keep_raw: bool = False,
+                 raw_cache_bytes: int = RAW_CACHE_BYTES) -> None:
         self.lock = threading.RLock()
         self.clock = clock
         self.assume_ttl_s = assume_ttl_s
@@ -113,6 +123,12 @@ class ClusterState:
         self._mix_refresh_s = mix_refresh_s
         self._requests: OrderedDict[str, _Parsed] = OrderedDict()
         self._request_cache = request_cache
+        # the raw pods the verbs were sent, only where bind must adopt them (demo and standalone mode,
+        # where no API server holds them), bounded by their JSON size
+        self.keep_raw = keep_raw
+        self._raw: OrderedDict[str, tuple[Obj, int]] = OrderedDict()
+        self._raw_bytes = 0
+        self._raw_cap = raw_cache_bytes
 
     # -- the watch side ---------------------------------------------------------------------------------
     def push(self, kind: str, event: WatchEvent) -> None:
@@ -258,16 +274,19 @@ class ClusterState:
             if hit is not None and hit.rv == rv:
                 self._requests.move_to_end(uid)
             else:
+                created = str(meta.get("creationTimestamp") or "")[:64]
                 try:
-                    hit = _Parsed(rv, read_pod(pod), "", pod)
+                    hit = _Parsed(rv, read_pod(pod), "", created)
                 except PodShape:
                     raise  # not a pod at all: a bad request (400) that leaves no trace here
                 except InvalidPod as e:
-                    hit = _Parsed(rv, None, str(e), pod)
+                    hit = _Parsed(rv, None, str(e)[:MAX_ERROR], created)
                 if uid:
                     self._requests[uid] = hit
                     if len(self._requests) > self._request_cache:
                         self._requests.popitem(last=False)
+                    if self.keep_raw:
+                        self._keep_raw(uid, pod)
                     if hit.request is not None and hit.request.managed:
                         self._observe(uid, hit.request)
         if hit.request is None:
@@ -283,11 +302,31 @@ class ClusterState:
             entry = self._pods.get(uid)
             return entry.request if entry is not None else None
 
+    def _keep_raw(self, uid: str, pod: Obj) -> None:
+        old = self._raw.pop(uid, None)
+        if old is not None:
+            self._raw_bytes -= old[1]
+        size = len(orjson.dumps(pod))
+        if size > self._raw_cap:
+            return
+        self._raw[uid] = (pod, size)
+        self._raw_bytes += size
+        while self._raw_bytes > self._raw_cap:
+            _, (_, n) = self._raw.popitem(last=False)
+            self._raw_bytes -= n
+
     def raw_pod(self, uid: str) -> Obj | None:
-        """The pod object a verb was last sent for this UID (demo mode binds it into memory)."""
+        """The pod object a verb was last sent for this UID (kept with keep_raw: demo mode binds it
+        into memory); None when not kept."""
+        with self.lock:
+            hit = self._raw.get(uid)
+            return hit[0] if hit is not None else None
+
+    def created(self, uid: str) -> str:
+        """The creationTimestamp of a pod the verbs were sent ("" when unknown)."""
         with self.lock:
             hit = self._requests.get(uid)
-            return hit.raw if hit is not None else None
+            return hit.created if hit is not None else ""
 
     def pod(self, uid: str) -> PodEntry | None:
         with self.lock:
