@@ -72,16 +72,22 @@ class PodRequest:
 
 
 def _resources(c: Mapping[str, Any]) -> dict[str, Any]:
-    res = c.get("resources") or {}
+    res = _or_empty(c.get("resources"))
     if not isinstance(res, Mapping):
         raise PodShape(f"container {_name(c)!r}: resources must be an object")
-    limits = res.get("limits") or {}
-    requests = res.get("requests") or {}
+    limits = _or_empty(res.get("limits"))
+    requests = _or_empty(res.get("requests"))
     if not isinstance(limits, Mapping) or not isinstance(requests, Mapping):
         raise PodShape(f"container {_name(c)!r}: resources.limits/requests must be objects")
     merged = dict(requests)
     merged.update(limits)
     return merged
+
+
+def _or_empty(v: Any) -> Any:
+    """A field that may be null (Go's nil map): {} for null, the value itself otherwise (its type is
+    checked by the caller, so `[]` or `""` where an object belongs is a shape error, not "empty")."""
+    return {} if v is None else v
 
 
 def _name(c: Mapping[str, Any]) -> str:
@@ -91,7 +97,8 @@ def _name(c: Mapping[str, Any]) -> str:
 
 def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     """spec.containers / spec.initContainers: a list of objects, or PodShape."""
-    items = spec.get(key) or []
+    items = spec.get(key)
+    items = [] if items is None else items
     if not isinstance(items, list):
         raise PodShape(f"pod: spec.{key} must be a list, got {type(items).__name__}")
     if not all(isinstance(c, Mapping) for c in items):
@@ -169,11 +176,11 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     """The one pod -> PodRequest translation; InvalidPod on a malformed GPU request."""
     if not isinstance(pod, Mapping):
         raise PodShape("pod: not an object")
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
+    meta = _or_empty(pod.get("metadata"))
+    spec = _or_empty(pod.get("spec"))
     if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
         raise PodShape("pod: metadata and spec must be objects")
-    ann = meta.get("annotations") or {}
+    ann = _or_empty(meta.get("annotations"))
     if not isinstance(ann, Mapping):
         raise PodShape("pod: metadata.annotations must be an object")
     if not all(isinstance(v, str) for v in ann.values()):

@@ -179,8 +179,12 @@ class Engine:
             if whole.static is static and names == passed:
                 return whole.subset(keep, passed)
         key = (static, tuple(names))
-        with self._lock:
-            hit = self._names.get(key)
+        try:
+            with self._lock:
+                hit = self._names.get(key)
+        except TypeError:  # an unhashable element (an object or a list): not a node name
+            wire.require_names(names)
+            raise
         if hit is None:
             wire.require_names(names)
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
