@@ -203,7 +203,8 @@ def test_each_service_account_gets_exactly_what_it_needs(overlay: str) -> None:
 def test_no_wildcards_no_orphans_and_namespaced_where_possible(overlay: str) -> None:
     objs = render(overlay)
     roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
-    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in objs if b["kind"].endswith("Binding")}
+    bound = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in objs if b["kind"] in ("RoleBinding",
+                                                                                        "ClusterRoleBinding")}
     for role in roles:
         assert (role["kind"], role["metadata"]["name"]) in bound, f"{role['metadata']['name']} is bound to nobody"
         for rule in role["rules"]:

@@ -68,7 +68,8 @@ def test_every_object_validates_against_the_kubernetes_schema(path: str) -> None
                 kubernetes_validate.validate(o, version, strict=True)
             except kubernetes_validate.ValidationError as e:
                 pytest.fail(f"{path}: {o['kind']}/{o['metadata']['name']} against {version}: {e.message}")
-        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"):
+        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
             assert o["metadata"].get("namespace") == NS, f"{o['kind']}/{o['metadata']['name']}"
 
 
@@ -134,7 +135,8 @@ def test_dynamic_mig_relaxes_only_the_agent() -> None:
             continue
         (agent,) = spec["containers"]
         sc = agent["securityContext"]
-        assert "--dynamic-mig" in agent["args"] and {"name": "NVIDIA_MIG_CONFIG_DEVICES", "value": "all"} in agent["env"]
+        assert "--dynamic-mig" in agent["args"]
+        assert {"name": "NVIDIA_MIG_CONFIG_DEVICES", "value": "all"} in agent["env"]
         # what creating MIG instances needs and no more: root with CAP_SYS_ADMIN alone, not privileged
         assert sc.get("privileged") is False and sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
         assert sc["readOnlyRootFilesystem"] is True and spec["securityContext"]["runAsUser"] == 0
