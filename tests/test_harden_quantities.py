@@ -108,3 +108,16 @@ def test_no_demand_or_weight_can_break_the_mix_learner(pods: list[tuple[int, int
     _, _, cpu_arr, mem_arr = mix.arrays()
     assert (cpu_arr <= MAX_AMOUNT).all() and (mem_arr <= MAX_AMOUNT).all()
     assert math.isclose(float(mix.prob.sum()) + mix.cpu_only, 1.0) or len(mix) == 0
+
+
+def test_a_node_claiming_absurd_gpu_counts_is_an_unreadable_inventory_at_once() -> None:
+    """Node quantities cross the same edge: a label of 10^12 GPUs is refused before any GPU is built."""
+    from scheduler.inventory import InvalidInventory, node_from_k8s
+
+    n = {"metadata": {"name": "liar", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+         "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "1000000000000"}}}
+    with pytest.raises(InvalidInventory, match="more than a node can have"):
+        node_from_k8s(n)
+    n["status"]["allocatable"] = {"cpu": HUGE, "memory": "512Gi", "nvidia.com/gpu": "8"}
+    with pytest.raises(InvalidInventory, match="out of range"):
+        node_from_k8s(n)
