@@ -50,3 +50,50 @@ def test_serve_stops_before_listening_on_a_remote_host() -> None:
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "refusing to listen on 0.0.0.0" in result.output
     assert "--allow-unauthenticated-remote" in result.output
+
+
+def test_serve_with_a_client_ca_answers_only_clients_with_a_certificate(tmp_path: Path) -> None:
+    """The flags reach uvicorn: over TLS, a client without a certificate from the CA is refused."""
+    import socket
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import trustme
+
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    leaf = server_ca.issue_cert("127.0.0.1")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.crt"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys, typer; sys.argv[0] = 'gpupack'; from scheduler.serve_cli import register; "
+            "app = typer.Typer(); app.callback()(lambda: None); register(app); app()")
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--tls-cert",
+                             str(tmp_path / "tls.pem"), "--tls-key", str(tmp_path / "tls.key"), "--tls-client-ca",
+                             str(tmp_path / "client-ca.crt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        good = ssl.create_default_context()
+        server_ca.configure_trust(good)
+        client_ca.issue_cert("kube-scheduler").configure_cert(good)
+        bare = ssl.create_default_context()
+        server_ca.configure_trust(bare)
+        url = f"https://127.0.0.1:{port}/healthz"
+        deadline = time.monotonic() + 30
+        while True:  # bounded: until the server answers a client with a certificate
+            try:
+                assert httpx.get(url, verify=good, timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "gpupack serve with TLS did not come up"
+                time.sleep(0.1)
+        with pytest.raises(httpx.TransportError):  # no client certificate: the handshake fails
+            httpx.get(url, verify=bare, timeout=2)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
