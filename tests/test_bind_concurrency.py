@@ -146,3 +146,21 @@ def test_a_refused_bind_leaves_nothing_behind(shared: Path) -> None:
         assert not state.assumed() and state.ledger.recorded() == {}
         api.faults.conflict = 0.0
         assert _bind(client, p, "gpu-node-a") == ""  # the devices were free again for the retry
+
+
+def test_an_unsettled_booking_moves_to_another_node_only_once_it_is_known_unbound(shared: Path) -> None:
+    nodes = [n for n in fixture_nodes(shared) if n["metadata"]["name"] in ("gpu-node-a", "gpu-node-b")]
+    p = pod("mover", {"nvidia.com/gpu": "8"})
+    with serve(nodes, [p], Faults(server_error=1.0, ops=ALL_CALLS)) as (client, api, state):
+        wait_for(lambda: state.pod("uid-mover") is not None)
+        assert "outcome unknown" in _bind(client, p, "gpu-node-a")
+        api.faults.ops = ()
+        # kube-scheduler tries another node at once: the first Binding may still land, so the devices
+        # on gpu-node-a stay booked and the pod is not booked twice
+        assert "unsettled" in _bind(client, p, "gpu-node-b")
+        assert state.booking("uid-mover").node == "gpu-node-a" and api.calls.get("bind", 0) == 1
+        later = state.clock() + 3600
+        state.clock = lambda: later  # past the booking's deadline, and the pod reads back unbound
+        assert _bind(client, p, "gpu-node-b") == ""
+        assert api.peek("default", "mover")["spec"]["nodeName"] == "gpu-node-b"
+        assert state.booking("uid-mover").node == "gpu-node-b"
