@@ -13,6 +13,7 @@ not (score.py's contention term).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -20,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from binpack.catalog import FULL_MILLI
-from binpack.types import Demand, DemandKind, Topology
+from binpack.types import MAX_AMOUNT, MAX_GPUS_PER_NODE, Demand, DemandKind, Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,14 @@ class TaskClass:
     host_memory_mib: int = 0
     models: frozenset[str] = frozenset()
     nvlink: bool = False
+
+    def __post_init__(self) -> None:
+        # the mix's arrays are int64: one class out of range would break every score, so none is made
+        if not 0 <= self.count <= MAX_GPUS_PER_NODE or not 0 <= self.milli <= FULL_MILLI:
+            raise ValueError(f"task class: count 0..{MAX_GPUS_PER_NODE} and milli 0..{FULL_MILLI}, "
+                             f"got {self.count} x {self.milli}")
+        if not 0 <= self.cpu_milli <= MAX_AMOUNT or not 0 <= self.host_memory_mib <= MAX_AMOUNT:
+            raise ValueError(f"task class: cpu_milli and host_memory_mib must be 0..{MAX_AMOUNT}")
 
     @classmethod
     def of(cls, d: Demand) -> TaskClass | None:
@@ -168,6 +177,11 @@ class MixLearner:
             self._sizes[cls.milli] = self._sizes.get(cls.milli, 0.0) + w
 
     def observe(self, demand: Demand, weight: float = 1.0) -> None:
+        """Count one pod. Everything is checked before anything changes: a bad weight raises ValueError
+        and leaves the learner as it was (Demand and TaskClass bound every amount, so no pod can make
+        the learner's floats or the mix's int64 arrays overflow)."""
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and 0 <= weight <= 1e6):
+            raise ValueError(f"observe: weight must be a finite number in 0..1e6, got {weight!r}")
         # a MIG slice counts as CPU-only: like a pod without GPUs it can use none of the free milli of
         # the plain GPUs that the measure counts (leaving MIG pods out cost 0.16 on bench synthetic)
         cls = TaskClass.of(demand) or _CPU_ONLY

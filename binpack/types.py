@@ -13,6 +13,17 @@ from enum import Enum, IntEnum
 from binpack.catalog import FULL_MILLI, canonical_model, largest_memory_mib, lookup, mig_profile_names
 
 MAX_GPUS_PER_NODE = 16
+# The largest CPU (milli), memory (MiB) or MiB of GPU memory any type holds: 2**40 is a billion cores or
+# an exbibyte, far past any machine, and sums and products of such amounts still fit NumPy's int64.
+MAX_AMOUNT = 2**40
+
+
+def _bounded(what: str, *values: int) -> None:
+    """ValueError unless every value is an integer in 0..MAX_AMOUNT (a pod's absurd request never reaches
+    the arrays, where it would overflow int64)."""
+    for v in values:
+        if not 0 <= v <= MAX_AMOUNT:
+            raise ValueError(f"{what}: must be 0..{MAX_AMOUNT}, got {v}")
 
 
 class MigMode(IntEnum):
@@ -61,8 +72,7 @@ class Gpu:
             raise ValueError(f"gpu.index: must be >= 0, got {self.index}")
         object.__setattr__(self, "model", canonical_model(self.model))
         known = lookup(self.model)
-        if self.memory_mib < 0:
-            raise ValueError(f"gpu.memory_mib: must be >= 0, got {self.memory_mib}")
+        _bounded("gpu.memory_mib", self.memory_mib)
         if self.memory_mib == 0:
             if known is None:
                 raise ValueError(f"gpu.memory_mib: unknown model {self.model!r} needs its memory in MiB")
@@ -128,8 +138,7 @@ class Node:
         for i, g in enumerate(self.gpus):
             if g.index != i:
                 raise ValueError(f"node.gpus: GPU at position {i} has index {g.index}")
-        if self.cpu_milli < 0 or self.memory_mib < 0:
-            raise ValueError("node.cpu_milli/memory_mib: must be >= 0")
+        _bounded("node.cpu_milli/memory_mib", self.cpu_milli, self.memory_mib)
         zero = tuple(tuple(0 for _ in range(n)) for _ in range(n))
         nv = tuple(tuple(int(x) for x in row) for row in self.nvlink) if self.nvlink else zero
         pc = tuple(tuple(int(x) for x in row) for row in self.pcie) if self.pcie else zero
@@ -158,12 +167,10 @@ class Demand:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", frozenset(canonical_model(m) for m in self.models))
-        if self.cpu_milli < 0:
-            raise ValueError(f"demand.cpu_milli: must be >= 0, got {self.cpu_milli}")
-        if self.host_memory_mib < 0:
-            raise ValueError(f"demand.host_memory_mib: must be >= 0, got {self.host_memory_mib}")
-        if self.memory_mib < 0:
-            raise ValueError(f"demand.memory_mib: must be >= 0, got {self.memory_mib}")
+        _bounded("demand.cpu_milli", self.cpu_milli)
+        _bounded("demand.host_memory_mib", self.host_memory_mib)
+        _bounded("demand.memory_mib", self.memory_mib)
+        _bounded("demand.compute_milli", self.compute_milli)
         if self.kind is DemandKind.WHOLE:
             if not 1 <= self.count <= MAX_GPUS_PER_NODE:
                 raise ValueError(f"demand.count: whole GPUs must be 1..{MAX_GPUS_PER_NODE}, got {self.count}")
@@ -250,7 +257,6 @@ class Placement:
     kind: DemandKind = DemandKind.WHOLE
 
     def __post_init__(self) -> None:
-        if self.memory_mib < 0 or self.compute_milli < 0 or self.cpu_milli < 0 or self.host_memory_mib < 0:
-            raise ValueError("placement: amounts must be >= 0")
+        _bounded("placement: amounts", self.memory_mib, self.compute_milli, self.cpu_milli, self.host_memory_mib)
         if len(set(self.gpus)) != len(self.gpus):
             raise ValueError(f"placement.gpus: repeated GPU in {self.gpus}")

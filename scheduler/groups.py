@@ -134,7 +134,7 @@ class PodGroups:
     def _learn(self, req: PodRequest) -> None:
         """A member kube-scheduler asks about before the watch showed it (or in demo mode, never)."""
         if req.uid and req.uid not in self._key_of:
-            self._put(Member(req.uid, req, _created(self.state.raw_pod(req.uid))))
+            self._put(Member(req.uid, req, self.state.created(req.uid)))
 
     def _put(self, m: Member) -> None:
         key = (m.request.namespace, m.request.group)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from binpack import Gpu, MigInstance, MigMode, Node, lookup
+from binpack.types import MAX_GPUS_PER_NODE
 from scheduler.podspec import mig_profile_of
 from scheduler.quantity import bytes_to_mib, to_int, to_milli
 
@@ -128,9 +129,13 @@ def _from_labels(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> tuple[
     known = lookup(product)
     if mem == 0 and known is None:
         raise InvalidInventory(f"GPU model {product!r} is unknown and nvidia.com/gpu.memory is not set")
-    gpus = [Gpu(i, product, mem) for i in range(max(whole, 0))]
     migs = {mig_profile_of(k): to_int(v) for k, v in alloc.items()
             if k.startswith("nvidia.com/mig-") and to_int(v) > 0}
+    # checked before anything is built: a label of 10^12 GPUs must not become a loop of 10^12 steps
+    if whole > MAX_GPUS_PER_NODE or sum(migs.values()) > 7 * MAX_GPUS_PER_NODE:
+        raise InvalidInventory(f"{whole} GPUs / {sum(migs.values())} MIG instances: more than a node can have "
+                               f"({MAX_GPUS_PER_NODE} GPUs)")
+    gpus = [Gpu(i, product, mem) for i in range(max(whole, 0))]
     if migs and known is not None and known.mig is not None:
         for layout in _pack_mig(known.mig.profiles, migs):
             gpus.append(Gpu(len(gpus), product, mem, mig_mode=MigMode.STATIC, mig_instances=layout))

@@ -3,7 +3,10 @@
 Reads GPU resources (`nvidia.com/gpu`, `nvidia.com/mig-<profile>`, `gpupack.io/gpu-memory` MiB,
 `gpupack.io/gpu-compute` percent) from limits (requests where limits are silent) and the
 annotations of DESIGN.md (gpu-fraction, gpu-memory, gpu-model, topology, pod-group). A pod that
-asks for something gpupack cannot serve raises InvalidPod with a message saying what to write.
+asks for something gpupack cannot serve raises InvalidPod with a message saying what to write; a body
+that is not a pod's shape at all (containers not a list, a container not an object) raises PodShape,
+which the extender answers with a 400. Every amount is range-checked here (scheduler/quantity.py), so
+what reaches binpack is always in 0..MAX_AMOUNT.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from binpack import Demand, DemandKind, Topology
 from binpack.catalog import FULL_MILLI, largest_memory_mib, mig_profile_names
+from binpack.types import MAX_AMOUNT
 from scheduler.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
 
 GPU = "nvidia.com/gpu"
@@ -34,6 +38,10 @@ SHARE_SLOT = "gpupack.io/gpu-share"
 
 class InvalidPod(ValueError):
     """The pod's GPU request is malformed; the message says what to write instead."""
+
+
+class PodShape(InvalidPod):
+    """The object is not shaped like a Kubernetes Pod (the API server never stores such a pod)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +75,38 @@ class PodRequest:
 
 
 def _resources(c: Mapping[str, Any]) -> dict[str, Any]:
-    res = c.get("resources") or {}
+    res = _or_empty(c.get("resources"))
     if not isinstance(res, Mapping):
-        raise InvalidPod(f"container {c.get('name')!r}: resources must be an object")
-    limits = res.get("limits") or {}
-    requests = res.get("requests") or {}
+        raise PodShape(f"container {_name(c)!r}: resources must be an object")
+    limits = _or_empty(res.get("limits"))
+    requests = _or_empty(res.get("requests"))
     if not isinstance(limits, Mapping) or not isinstance(requests, Mapping):
-        raise InvalidPod(f"container {c.get('name')!r}: resources.limits/requests must be objects")
+        raise PodShape(f"container {_name(c)!r}: resources.limits/requests must be objects")
     merged = dict(requests)
     merged.update(limits)
     return merged
+
+
+def _or_empty(v: Any) -> Any:
+    """A field that may be null (Go's nil map): {} for null, the value itself otherwise (its type is
+    checked by the caller, so `[]` or `""` where an object belongs is a shape error, not "empty")."""
+    return {} if v is None else v
+
+
+def _name(c: Mapping[str, Any]) -> str:
+    name = c.get("name", "")
+    return name[:253] if isinstance(name, str) else ""  # a DNS label at most; never a huge or odd value
+
+
+def _containers(spec: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """spec.containers / spec.initContainers: a list of objects, or PodShape."""
+    items = spec.get(key)
+    items = [] if items is None else items
+    if not isinstance(items, list):
+        raise PodShape(f"pod: spec.{key} must be a list, got {type(items).__name__}")
+    if not all(isinstance(c, Mapping) for c in items):
+        raise PodShape(f"pod: spec.{key} entries must be objects")
+    return items
 
 
 def mig_profile_of(resource: str) -> str:
@@ -91,7 +121,7 @@ def gpu_resource_names(res: Mapping[str, Any]) -> list[str]:
 
 
 def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tuple[ContainerAsk, str]:
-    name = str(c.get("name", ""))
+    name = _name(c)
     res = _resources(c)
     where = f"container {name!r}"
     try:
@@ -148,22 +178,22 @@ def _annotation_share(ann: Mapping[str, str]) -> tuple[int, int]:
 def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     """The one pod -> PodRequest translation; InvalidPod on a malformed GPU request."""
     if not isinstance(pod, Mapping):
-        raise InvalidPod("pod: not an object")
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
+        raise PodShape("pod: not an object")
+    meta = _or_empty(pod.get("metadata"))
+    spec = _or_empty(pod.get("spec"))
     if not isinstance(meta, Mapping) or not isinstance(spec, Mapping):
-        raise InvalidPod("pod: metadata and spec must be objects")
-    ann = meta.get("annotations") or {}
+        raise PodShape("pod: metadata and spec must be objects")
+    ann = _or_empty(meta.get("annotations"))
     if not isinstance(ann, Mapping):
-        raise InvalidPod("pod: metadata.annotations must be an object")
+        raise PodShape("pod: metadata.annotations must be an object")
+    if not all(isinstance(v, str) for v in ann.values()):
+        raise PodShape("pod: metadata.annotations values must be strings")
     asks: list[ContainerAsk] = []
     kinds: set[str] = set()
     cpu = mem = 0
     init_cpu = init_mem = 0
     for key, init in (("containers", False), ("initContainers", True)):
-        for c in spec.get(key) or []:
-            if not isinstance(c, Mapping):
-                raise InvalidPod(f"pod: {key} entries must be objects")
+        for c in _containers(spec, key):
             ask, kind = _container(c, init, ann)
             res = _resources(c)
             try:
@@ -178,14 +208,17 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
             if kind:
                 kinds.add(kind)
                 asks.append(ask)
+    if max(cpu, init_cpu) > MAX_AMOUNT or max(mem, init_mem) > MAX_AMOUNT:
+        raise InvalidPod(f"pod: its containers ask for more CPU or memory than any node has "
+                         f"(at most {MAX_AMOUNT} milli-CPU / MiB)")
     if len(kinds) > 1:
         raise InvalidPod(f"pod: containers ask for different kinds of GPU ({', '.join(sorted(kinds))}); "
                          "a pod asks for one kind")
     a_mem, a_comp = _annotation_share(ann)
     if not kinds and (a_mem or a_comp):
         kinds.add("share")
-        first = next((c for c in spec.get("containers") or [] if isinstance(c, Mapping)), {})
-        asks.append(ContainerAsk(str(first.get("name", "")), memory_mib=a_mem, compute_milli=a_comp))
+        first = next(iter(_containers(spec, "containers")), {})
+        asks.append(ContainerAsk(_name(first), memory_mib=a_mem, compute_milli=a_comp))
     common = _common(ann, max(cpu, init_cpu), max(mem, init_mem))
     kind = next(iter(kinds), "")
     app = [a for a in asks if not a.init]
@@ -199,13 +232,13 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
             demand = Demand.mig(kind[4:], n, **{k: v for k, v in common.items() if k != "topology"})
         elif kind == "share":
             m = sum(a.memory_mib for a in asks) or a_mem
-            c = sum(a.compute_milli for a in asks) or a_comp
-            if c > FULL_MILLI:
-                raise InvalidPod(f"pod: shares add up to {c / 10:g}% of one GPU; at most 100%, or ask for {GPU}")
+            comp = sum(a.compute_milli for a in asks) or a_comp
+            if comp > FULL_MILLI:
+                raise InvalidPod(f"pod: shares add up to {comp / 10:g}% of one GPU; at most 100%, or ask for {GPU}")
             if m > largest_memory_mib():
                 raise InvalidPod(f"pod: {m} MiB of GPU memory is more than the largest GPU gpupack knows "
                                  f"({largest_memory_mib()} MiB); ask for whole GPUs with {GPU}")
-            demand = Demand.share(m, c, **{k: v for k, v in common.items() if k != "topology"})
+            demand = Demand.share(m, comp, **{k: v for k, v in common.items() if k != "topology"})
         else:
             demand = Demand.none(cpu_milli=common["cpu_milli"], host_memory_mib=common["host_memory_mib"])
     except InvalidPod:
@@ -215,14 +248,27 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     group, group_min = _group(ann)
     prio = spec.get("priority")
     return PodRequest(
-        uid=str(meta.get("uid") or ""), namespace=str(meta.get("namespace") or ""), name=str(meta.get("name") or ""),
+        uid=_text(meta.get("uid"), 128), namespace=_text(meta.get("namespace"), 253),
+        name=_text(meta.get("name"), 253),
         demand=demand, containers=tuple(asks), group=group, group_min=group_min,
-        priority=prio if isinstance(prio, int) and not isinstance(prio, bool) else 0,
+        # an int32 in Kubernetes; anything else is read as the default, never an unbounded number
+        priority=prio if isinstance(prio, int) and not isinstance(prio, bool) and -2**31 <= prio < 2**31 else 0,
     )
+
+
+def _text(v: object, limit: int) -> str:
+    """A metadata string of at most `limit` characters (Kubernetes' own limits; caches key on them)."""
+    if v is not None and not isinstance(v, str):
+        raise PodShape(f"pod: metadata uid, name and namespace must be strings, got {type(v).__name__}")
+    if v and len(v) > limit:
+        raise PodShape(f"pod: metadata uid, name or namespace longer than {limit} characters")
+    return v or ""
 
 
 def _common(ann: Mapping[str, str], cpu: int, mem: int) -> dict[str, Any]:
     models = frozenset(m.strip() for m in str(ann.get(A_MODEL, "")).split("|") if m.strip())
+    if len(models) > 64 or any(len(m) > 128 for m in models):  # a demand is a cache key: keep it small
+        raise InvalidPod(f"{A_MODEL}: at most 64 models of at most 128 characters each")
     topo_raw = str(ann.get(A_TOPOLOGY, Topology.BEST_EFFORT.value)).strip() or Topology.BEST_EFFORT.value
     try:
         topo = Topology(topo_raw)
@@ -233,6 +279,8 @@ def _common(ann: Mapping[str, str], cpu: int, mem: int) -> dict[str, Any]:
 
 def _group(ann: Mapping[str, str]) -> tuple[str, int]:
     name = str(ann.get(A_GROUP, "")).strip()
+    if len(name) > 253:
+        raise InvalidPod(f"{A_GROUP}: at most 253 characters")
     raw = ann.get(A_GROUP_MIN)
     if not name:
         if raw is not None:

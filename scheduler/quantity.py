@@ -2,7 +2,9 @@
 
 The API server canonicalises quantities (`gpupack.io/gpu-memory: 20000` comes back as `20k`), so
 nothing may parse them with int(). Values are exact Fractions; helpers round the way Kubernetes
-does for requests (up).
+does for requests (up) and refuse a result outside 0..binpack.types.MAX_AMOUNT with a ValueError: this is
+the edge every amount crosses into binpack, so an absurd request (`cpu: "99999999999999999999999"`) is a
+reason given for one pod, never an overflow inside the solver or the learned mix.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+
+from binpack.types import MAX_AMOUNT
 
 _SUFFIX = {
     "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
@@ -20,6 +24,7 @@ _SUFFIX = {
 }
 _RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$")
 MIB = 2**20
+MAX_TEXT = 64  # Kubernetes' own quantities are far shorter; a long one is refused before any arithmetic
 
 
 def parse_quantity(raw: object) -> Fraction:
@@ -33,7 +38,9 @@ def parse_quantity(raw: object) -> Fraction:
             raise ValueError(f"quantity: {raw!r} is not finite")
         return Fraction(raw)
     if not isinstance(raw, str):
-        raise ValueError(f"quantity: {raw!r} is not a string or number")
+        raise ValueError(f"quantity: {_short(raw)} is not a string or number")
+    if len(raw) > MAX_TEXT:
+        raise ValueError(f"quantity: {_short(raw)} is longer than {MAX_TEXT} characters")
     m = _RE.match(raw.strip())
     if not m:
         raise ValueError(f"quantity: {raw!r} is not a Kubernetes quantity (e.g. 500m, 16Gi, 2)")
@@ -46,16 +53,31 @@ def parse_quantity(raw: object) -> Fraction:
     return number * _SUFFIX[m.group(3) or ""]
 
 
+def _short(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= MAX_TEXT + 2 else text[:MAX_TEXT] + "..."
+
+
+def _in_range(raw: object, value: Fraction, unit: str) -> int:
+    """The value rounded up, or ValueError when it is negative or past MAX_AMOUNT (in `unit`)."""
+    n = math.ceil(value)
+    if value < 0:
+        raise ValueError(f"quantity: {_short(raw)} is negative")
+    if n > MAX_AMOUNT:
+        raise ValueError(f"quantity: {_short(raw)} is out of range (at most {MAX_AMOUNT} {unit})")
+    return n
+
+
 def to_milli(raw: object) -> int:
     """CPU-style milli units, rounded up ("100m" -> 100, "2" -> 2000)."""
-    return math.ceil(parse_quantity(raw) * 1000)
+    return _in_range(raw, parse_quantity(raw) * 1000, "milli")
 
 
 def to_int(raw: object) -> int:
     """A count, rounded up ("2" -> 2, "20k" -> 20000)."""
-    return math.ceil(parse_quantity(raw))
+    return _in_range(raw, parse_quantity(raw), "")
 
 
 def bytes_to_mib(raw: object) -> int:
     """A memory size in bytes ("16Gi", "512M") as MiB, rounded up."""
-    return math.ceil(parse_quantity(raw) / MIB)
+    return _in_range(raw, parse_quantity(raw) / MIB, "MiB")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,14 @@ def serve(
     cluster: Annotated[Path | None, typer.Option(
         help="Standalone mode: a YAML/JSON cluster file", show_default=_default("cluster"))] = None,
     log_level: Annotated[str | None, typer.Option(help=LOG_HELP, show_default=_default("log_level"))] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (and --tls-key)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        help="Require client certificates signed by this CA (kube-scheduler's extender tlsConfig)")] = None,
+    allow_unauthenticated_remote: Annotated[bool, typer.Option(
+        "--allow-unauthenticated-remote",
+        help="Listen on a non-loopback --host without client certificates (anyone who reaches the port "
+             "can bind pods): only behind a NetworkPolicy that admits kube-scheduler alone")] = False,
 ) -> None:
     """Serve the kube-scheduler extender verbs (filter, prioritize, bind, preempt).
 
@@ -48,9 +57,13 @@ def serve(
 
     flags: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port), ("url_prefix", url_prefix),
                                                ("kubeconfig", kubeconfig), ("cluster", cluster),
-                                               ("log_level", log_level)) if v is not None}
+                                               ("log_level", log_level), ("tls_cert", tls_cert),
+                                               ("tls_key", tls_key), ("tls_client_ca", tls_client_ca))
+                             if v is not None}
     if in_cluster:
         flags["in_cluster"] = True
+    if allow_unauthenticated_remote:
+        flags["allow_unauthenticated_remote"] = True
     try:
         settings = Settings(**flags)
         app = create_app(settings)
@@ -65,5 +78,10 @@ def serve(
         raise typer.Exit(2) from None
     gc.set_threshold(10_000, 20, 50)  # a 500-Node request allocates ~100k objects: fewer young collections
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls_client_ca is not None:
+            tls |= {"ssl_ca_certs": str(settings.tls_client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5, **tls)

@@ -2,10 +2,17 @@
 
 A bad value stops `gpupack serve` before it listens, with a message naming the setting; nothing is
 re-validated per request. Command-line flags override the environment.
+
+kube-scheduler's extender calls carry no credentials, and bind writes to the API server with the
+extender's own rights: anyone who can reach the port can bind any pod anywhere. So the extender
+listens on loopback (its place is a sidecar of kube-scheduler) unless TLS with client certificates is
+configured (kube-scheduler's extender tlsConfig gives it a client certificate), or the operator says,
+with allow_unauthenticated_remote, that the network itself is the boundary.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -13,6 +20,16 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.loglevel import log_level
+
+
+def is_loopback(host: str) -> bool:
+    """Whether the address is a loopback one (only this machine can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve to anything
 
 
 class Settings(BaseSettings):
@@ -25,6 +42,11 @@ class Settings(BaseSettings):
     in_cluster: bool = False
     cluster: Path | None = None  # standalone mode: a YAML/JSON cluster file
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024)  # 500 full Nodes with managedFields are ~2 MiB
+    # a body that has not fully arrived by then is answered 408: a stalled client cannot hold a connection
+    body_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # nodes per filter/prioritize/preempt call (413 past it), so the work per request stays bounded;
+    # well above the largest real clusters (~15,000 nodes)
+    max_nodes: int = Field(default=50_000, ge=100, le=1_000_000)
     assume_ttl_s: float = Field(default=60.0, gt=0)
     api_timeout_s: float = Field(default=5.0, gt=0, le=60)
     watch_timeout_s: int = Field(default=300, ge=1, le=3600)
@@ -35,6 +57,12 @@ class Settings(BaseSettings):
     # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations
     # (docs/dra.md); "off" ignores DRA. gpupack writing allocations itself is not built yet.
     dra_mode: Literal["observe", "off"] = "observe"
+    tls_cert: Path | None = None  # serve HTTPS with this certificate and tls_key
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA (kube-scheduler's)
+    # listen on a non-loopback address without client authentication: only where the network is the
+    # boundary (e.g. a NetworkPolicy admits kube-scheduler alone); documented in docs/scheduler.md
+    allow_unauthenticated_remote: bool = False
 
     @field_validator("url_prefix")
     @classmethod
@@ -44,7 +72,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with '/' (e.g. /gpupack), got {v!r}")
         return v
 
-    @field_validator("kubeconfig", "cluster")
+    @field_validator("kubeconfig", "cluster", "tls_cert", "tls_key", "tls_client_ca")
     @classmethod
     def _exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
@@ -64,6 +92,16 @@ class Settings(BaseSettings):
             raise ValueError(f"choose one cluster source, not {' and '.join(sources)}")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both files")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (client certificates need TLS)")
+        if not is_loopback(self.host) and self.tls_client_ca is None and not self.allow_unauthenticated_remote:
+            raise ValueError(
+                f"refusing to listen on {self.host}: the verbs carry no authentication and bind acts with "
+                "gpupack's API rights; listen on 127.0.0.1 (the kube-scheduler sidecar), or give tls_cert, "
+                "tls_key and tls_client_ca (--tls-cert/--tls-key/--tls-client-ca), or accept the risk with "
+                "--allow-unauthenticated-remote")
         return self
 
     @property

@@ -71,22 +71,13 @@ def _fake_apiserver(mem: MemoryApi) -> FastAPI:
             return _status(404, "NotFound", f'pods "{name}" not found')
         return Response(orjson.dumps(obj), media_type="application/json")
 
-    @app.patch("/api/v1/namespaces/{ns}/pods/{name}")
-    async def patch(ns: str, name: str, request: Request) -> Response:
-        assert request.headers["content-type"] == "application/merge-patch+json"
-        body = orjson.loads(await request.body())
-        try:
-            mem.patch_pod_annotations(ns, name, body["metadata"]["uid"], body["metadata"]["annotations"])
-        except ApiError as e:
-            return _status(e.status, e.reason, e.message)
-        return Response(orjson.dumps(mem.get_pod(ns, name)), media_type="application/json")
-
     @app.post("/api/v1/namespaces/{ns}/bindings")  # where create_namespaced_binding posts
     async def binding(ns: str, request: Request) -> Response:
         body = orjson.loads(await request.body())
         assert body["kind"] == "Binding" and body["target"]["kind"] == "Node"
         try:
-            mem.create_binding(ns, body["metadata"]["name"], body["metadata"].get("uid", ""), body["target"]["name"])
+            mem.create_binding(ns, body["metadata"]["name"], body["metadata"].get("uid", ""), body["target"]["name"],
+                               body["metadata"].get("annotations"))
         except ApiError as e:
             return _status(e.status, e.reason, e.message)
         return _status(201, "", "")  # what kube-apiserver answers: a Status the client cannot decode
@@ -127,17 +118,19 @@ def test_kubernetes_client_calls(shared: Path, tmp_path: Path) -> None:
         assert sorted(n["metadata"]["name"] for n in items) == ["cpu-node-d", "gpu-node-a", "gpu-node-b", "gpu-node-c"]
         pods, prv = api.list_pods()
         assert [p["metadata"]["name"] for p in pods] == ["a"]
-        api.patch_pod_annotations("default", "a", "uid-a", {"gpupack.io/x": "1"})
-        assert api.get_pod("default", "a")["metadata"]["annotations"] == {"gpupack.io/x": "1"}
+        with pytest.raises(ApiError) as e:
+            api.create_binding("default", "a", "wrong-uid", "gpu-node-a", {"gpupack.io/x": "1"})
+        assert e.value.status == 409 and not e.value.ambiguous
+        # one POST binds the pod and writes its annotations, in one event
+        api.create_binding("default", "a", "uid-a", "gpu-node-a", {"gpupack.io/x": "1"})
+        stored = api.get_pod("default", "a")
+        assert stored["spec"]["nodeName"] == "gpu-node-a" and stored["metadata"]["annotations"] == {"gpupack.io/x": "1"}
         events = list(api.watch_pods(prv, 1))
-        assert [(e.type, e.obj["metadata"]["annotations"]) for e in events] == [("MODIFIED", {"gpupack.io/x": "1"})]
-        api.create_binding("default", "a", "uid-a", "gpu-node-a")
+        assert [(e.type, e.obj["spec"]["nodeName"], e.obj["metadata"]["annotations"]) for e in events] == [
+            ("MODIFIED", "gpu-node-a", {"gpupack.io/x": "1"})]
         with pytest.raises(ApiError) as e:
             api.create_binding("default", "a", "uid-a", "gpu-node-b")
         assert e.value.status == 409 and 'already assigned to node "gpu-node-a"' in e.value.message
-        with pytest.raises(ApiError) as e:
-            api.patch_pod_annotations("default", "a", "wrong-uid", {"gpupack.io/x": None})
-        assert e.value.status == 409
         assert api.get_pod("default", "missing") is None
         mem.compact()
         gone = list(api.watch_pods(prv, 1))

@@ -39,6 +39,7 @@ def make_api(settings: Settings, state: ClusterState) -> KubeApi:
     nodes, pods = load_cluster(settings.cluster) if settings.cluster else (demo_objects(), [])
     slices, claims = load_dra_objects(settings.cluster) if settings.cluster else ([], [])
     # no API server holds the pods kube-scheduler asks about: bind adopts the pod filter was sent
+    state.keep_raw = True
     return DraMemoryApi(nodes, pods, slices, claims, adopt=state.raw_pod)
 
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
 
     app = FastAPI(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    deps = Deps(state, engine, binder, metrics, settings.max_body_bytes)
+    deps = Deps(state, engine, binder, metrics, settings.max_body_bytes, settings.body_timeout_s, settings.max_nodes)
     app.include_router(build_router(deps, settings.url_prefix))
     app.state.gpupack = deps
     app.state.watcher = watcher

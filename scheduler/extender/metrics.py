@@ -1,6 +1,7 @@
 """Prometheus metrics of the extender, in a registry of its own (one per app, so tests never collide).
 
-Latency per verb, filter rejections by reason, binds by outcome, watch errors and the delay
+Latency per verb, filter rejections by reason, binds by outcome, internal errors by verb and exception
+type, watch errors and the delay
 between a watch event's arrival and its application (the window in which filter could still answer
 from the old state), plus gauges read from the state at scrape time: GPUs in use, cluster
 fragmentation, nodes, assumed allocations, readiness.
@@ -33,6 +34,9 @@ class Metrics:
                              ["result"], registry=r)
         self.bad_requests = Counter("gpupack_bad_requests_total", "Requests refused with 400 or 413",
                                     ["verb", "code"], registry=r)
+        self.internal_errors = Counter("gpupack_internal_errors_total",
+                                       "Requests answered 'internal error' (a bug), by verb and exception type",
+                                       ["verb", "exception"], registry=r)
         self.watch_errors = Counter("gpupack_watch_errors_total", "List/watch failures (then back-off)",
                                     ["kind"], registry=r)
         self.event_lag = Histogram("gpupack_watch_event_apply_seconds",

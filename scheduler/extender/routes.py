@@ -1,14 +1,16 @@
 """The HTTP verbs: filter, prioritize, bind, preempt, and /healthz, /readyz, /metrics.
 
-Each verb reads the raw body (capped: 413 past the limit), parses it with wire.py, answers its own
-result type with orjson, and never lets an exception out as a 500 with a traceback: a body of the
-wrong shape is a 400 carrying `Error`, an unexpected failure is the result type with `Error` set.
-filter, prioritize and preempt are CPU-only and run on the event loop; bind makes API calls and
-runs in a worker thread.
+Each verb reads the raw body (capped: 413 past the limit; 408 when it has not arrived within
+body_timeout_s), parses it with wire.py (413 past max_nodes), answers its own result type with
+orjson, and never lets an exception out as a 500 with a traceback: a body of the wrong shape is a 400
+carrying `Error`, an unexpected failure is the result type with `Error` set, counted in
+gpupack_internal_errors_total and logged once with the pod. filter, prioritize and preempt are
+CPU-only and run on the event loop; bind makes API calls and runs in a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,7 @@ from scheduler.extender import wire
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.preempt import preempt
 from scheduler.extender.verdicts import PREFIX, Engine
-from scheduler.podspec import InvalidPod, PodRequest
+from scheduler.podspec import InvalidPod, PodRequest, PodShape
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
 
@@ -43,20 +45,40 @@ class Deps:
     binder: Binder
     metrics: Metrics
     max_body: int
+    body_timeout_s: float = 10.0
+    max_nodes: int = wire.MAX_NODES
 
 
-async def _body(request: Request, cap: int) -> bytes:
+async def _body(request: Request, cap: int, timeout_s: float) -> bytes:
+    """The body, or TooLarge / TimeoutError: a huge or stalled body cannot hold a connection."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise TooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise TooLarge()
-        chunks.append(chunk)
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise TooLarge()
+            chunks.append(chunk)
+
+    await asyncio.wait_for(collect(), timeout_s)
     return b"".join(chunks)
+
+
+def _who(body: bytes) -> str:
+    """The pod a request is about, for the log line of an internal error ("?" when it cannot be read)."""
+    try:
+        doc = orjson.loads(body)
+        if "PodName" in doc:
+            return f"{doc.get('PodNamespace')}/{doc.get('PodName')} uid={doc.get('PodUID')}"
+        meta = doc["Pod"]["metadata"]
+        return f"{meta.get('namespace')}/{meta.get('name')} uid={meta.get('uid')}"
+    except Exception:  # the body is whatever caused the error: never fail while describing it
+        return "?"
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -74,18 +96,27 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
         def wrap(fn: Callable[[bytes], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
             async def handler(request: Request) -> Response:
                 t0 = time.perf_counter()
+                body = b""
                 try:
-                    body = await _body(request, deps.max_body)
+                    body = await _body(request, deps.max_body, deps.body_timeout_s)
                     resp = await fn(body)
                 except TooLarge:
                     metrics.bad_requests.labels(name, "413").inc()
                     resp = _json(bad(f"{PREFIX}request body over {deps.max_body} bytes"), 413)
+                except TimeoutError:
+                    metrics.bad_requests.labels(name, "408").inc()
+                    resp = _json(bad(f"{PREFIX}request body not received within {deps.body_timeout_s:g} s"), 408)
+                except wire.TooMany as e:
+                    metrics.bad_requests.labels(name, "413").inc()
+                    resp = _json(bad(f"{PREFIX}bad {name} request: {e}"), 413)
                 except wire.WireError as e:
                     metrics.bad_requests.labels(name, "400").inc()
                     resp = _json(bad(f"{PREFIX}bad {name} request: {e}"), 400)
                 except Exception as e:  # a bug must still answer the result type, not a traceback
-                    log.exception("%s failed", name)
-                    resp = _json(bad(f"{PREFIX}internal error in {name}: {type(e).__name__}: {e}"))
+                    kind = type(e).__name__
+                    metrics.internal_errors.labels(name, kind).inc()
+                    log.exception("internal error in %s for pod %s", name, _who(body))
+                    resp = _json(bad(f"{PREFIX}internal error in {name}: {kind}: {e}"))
                 dt = time.perf_counter() - t0
                 metrics.latency.labels(name).observe(dt)
                 resp.headers["server-timing"] = f"{name};dur={dt * 1e3:.3f}"  # time inside gpupack, in ms
@@ -97,14 +128,18 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
         return wrap
 
     def pod_request(pod: dict[str, object]) -> tuple[PodRequest | None, str]:
+        """The pod's request, or None and why it is invalid (a per-node reason); a body that is not
+        shaped like a pod is a WireError (400), never an answer about nodes."""
         try:
             return state.request(pod), ""
+        except PodShape as e:
+            raise wire.WireError(str(e)) from None
         except InvalidPod as e:
             return None, str(e)
 
     @verb("filter", lambda m: wire.filter_error(m))
     async def _filter(body: bytes) -> Response:
-        args = wire.parse_args(body)
+        args = wire.parse_args(body, deps.max_nodes)
         view = state.view()
         if not view.ready:
             return _json(wire.filter_error(NOT_READY, args.items is None))
@@ -117,10 +152,13 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
 
     @verb("prioritize", lambda m: b"[]")
     async def _prioritize(body: bytes) -> Response:
-        args = wire.parse_args(body)
+        args = wire.parse_args(body, deps.max_nodes)
         view = state.view()
+        meta = args.pod.get("metadata")
+        uid = meta.get("uid") if isinstance(meta, dict) else ""
+        # the node list is checked before the pod is read: a 400 must leave the learned mix as it was
+        table = engine.names(view, args.names, uid if isinstance(uid, str) else "")
         req, _ = pod_request(args.pod)
-        table = engine.names(view, args.names, req.uid if req is not None else "")
         scores = engine.prioritize(view, req, table) if view.ready else np.zeros(len(args.names), np.int64)
         return _json(wire.prioritize_result(table.template, scores))
 
@@ -134,7 +172,7 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
 
     @verb("preempt", lambda m: wire.preemption_result({}, m))
     async def _preempt(body: bytes) -> Response:
-        args = wire.parse_preemption(body)
+        args = wire.parse_preemption(body, deps.max_nodes)
         view = state.view()
         req, _ = pod_request(args.pod)
         echo = {n: ([v.uid for v in vs], pdb) for n, (vs, pdb) in args.victims.items()}

@@ -58,14 +58,31 @@ class FilterOutcome:
 
 
 class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
+    """An LRU bounded by entries and, with `weigh`, by the total weight of its values (node names or
+    bytes held): entries grow with the requests' node lists, so a count alone bounds no memory."""
+
+    def __init__(self, size: int, weigh: Callable[[Any], int] | None = None, max_weight: int = 0) -> None:
         super().__init__()
         self.size = size
+        self._weigh = weigh
+        self._max = max_weight
+        self._weights: dict[Any, int] = {}
+        self.weight = 0
 
     def put(self, key: Any, value: Any) -> None:
+        if self._weigh is not None:
+            self.weight -= self._weights.pop(key, 0)
+            w = self._weigh(value)
+            if w > self._max:
+                self.pop(key, None)
+                return  # larger than the whole cache: not kept
+            self._weights[key] = w
+            self.weight += w
         self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
+        self.move_to_end(key)
+        while len(self) > self.size or (self._weigh is not None and self.weight > self._max):
+            old, _ = self.popitem(last=False)
+            self.weight -= self._weights.pop(old, 0)
 
 
 class Names:
@@ -93,7 +110,7 @@ class Names:
                 self._template = wire.sub_template(whole.template, keep)
             else:
                 parts = self._parts
-                if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
+                if len(parts) > 100_000:  # node names come and go: start over rather than grow forever
                     parts.clear()
                 get = parts.get
                 self._template = wire.score_template(
@@ -110,10 +127,13 @@ class Engine:
     def __init__(self, cache_size: int = 256) -> None:
         self._fits = _Lru(cache_size)
         self._scores = _Lru(cache_size)
-        self._names = _Lru(16)
+        # node lists held at once: at most 16 lists and 200,000 names in all (a few tens of MB)
+        self._names = _Lru(16, lambda t: len(t.names), 200_000)
         self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
-        self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
-        self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
+        # pod UID -> (filter's node list, positions passed, names passed); at most 500,000 names passed in all
+        self._passed = _Lru(1024, lambda v: len(v[2]) + 1, 500_000)
+        # (node list, demand, generation) -> filter answer bytes, rejections...; at most 64 MiB of answers
+        self._answers = _Lru(64, lambda v: len(v[0]), 64 * 2**20)
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
         self.preempt_hooks: list[PreemptHook] = []
@@ -159,8 +179,12 @@ class Engine:
             if whole.static is static and names == passed:
                 return whole.subset(keep, passed)
         key = (static, tuple(names))
-        with self._lock:
-            hit = self._names.get(key)
+        try:
+            with self._lock:
+                hit = self._names.get(key)
+        except TypeError:  # an unhashable element (an object or a list): not a node name
+            wire.require_names(names)
+            raise
         if hit is None:
             wire.require_names(names)
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))

@@ -23,6 +23,19 @@ class WireError(ValueError):
     """The body is not JSON or not the shape of the verb's arguments."""
 
 
+class TooMany(WireError):
+    """More nodes (or victims) than the configured cap (HTTP 413): the work per request stays bounded."""
+
+
+MAX_NODES = 50_000  # the default cap on nodes per request; the largest real clusters have ~15,000 nodes
+MAX_VICTIMS_PER_NODE = 4096  # a node runs a few hundred pods at most (kubelet maxPods)
+
+
+def _cap(n: int, cap: int, what: str) -> None:
+    if n > cap:
+        raise TooMany(f"{n} {what}, more than the {cap} this extender accepts (setting max_nodes)")
+
+
 def _load(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -46,13 +59,14 @@ class ExtenderArgs:
     list_meta: Obj
 
 
-def parse_args(body: bytes) -> ExtenderArgs:
+def parse_args(body: bytes, max_nodes: int = MAX_NODES) -> ExtenderArgs:
     doc = _obj(_load(body), "ExtenderArgs")
     pod = _obj(doc.get("Pod"), "Pod")
     names = doc.get("NodeNames")
     if names is not None:
         if not isinstance(names, list):  # the elements are checked once per distinct list (verdicts.Names)
             raise WireError("NodeNames must be a list of strings")
+        _cap(len(names), max_nodes, "NodeNames")
         return ExtenderArgs(pod, names, None, {})
     nodes: Any = doc.get("Nodes")
     if nodes is None:
@@ -61,6 +75,7 @@ def parse_args(body: bytes) -> ExtenderArgs:
     items = nodes.get("items") or []
     if not isinstance(items, list):
         raise WireError("Nodes.items must be a list")
+    _cap(len(items), max_nodes, "Nodes.items")
     try:
         names = [n["metadata"]["name"] for n in items]
     except (KeyError, TypeError):
@@ -90,9 +105,14 @@ def filter_error(message: str, node_names_mode: bool = True) -> bytes:
                          "Error": message})
 
 
+MAX_NAME = 253  # a node name is a DNS subdomain
+
+
 def require_names(names: Sequence[object]) -> None:
     if not set(map(type, names)) <= {str}:
         raise WireError("node names must be strings")
+    if names and max(map(len, names)) > MAX_NAME:  # type: ignore[arg-type]
+        raise WireError(f"node names are at most {MAX_NAME} characters")
 
 
 def score_part(name: str) -> bytes:
@@ -173,7 +193,7 @@ class PreemptionArgs:
     victims: dict[str, tuple[list[Victim], int]]  # node -> (victims, NumPDBViolations)
 
 
-def parse_preemption(body: bytes) -> PreemptionArgs:
+def parse_preemption(body: bytes, max_nodes: int = MAX_NODES) -> PreemptionArgs:
     doc = _obj(_load(body), "ExtenderPreemptionArgs")
     pod = _obj(doc.get("Pod"), "Pod")
     full, meta = doc.get("NodeNameToVictims"), doc.get("NodeNameToMetaVictims")
@@ -181,23 +201,33 @@ def parse_preemption(body: bytes) -> PreemptionArgs:
     if src is None:
         raise WireError("neither NodeNameToVictims nor NodeNameToMetaVictims is set")
     out: dict[str, tuple[list[Victim], int]] = {}
-    for node, v in _obj(src, "victims map").items():
+    src = _obj(src, "victims map")
+    _cap(len(src), max_nodes, "nodes with victims")
+    for node, v in src.items():
         v = _obj(v, f"victims of {node}")
         pods = v.get("Pods") or []
+        if isinstance(pods, list):
+            _cap(len(pods), MAX_VICTIMS_PER_NODE, f"victims on {node}")
         pdb = v.get("NumPDBViolations") or 0
-        if not isinstance(pods, list) or not isinstance(pdb, int):
-            raise WireError(f"victims of {node}: Pods must be a list and NumPDBViolations an integer")
-        victims = []
-        for p in pods:
-            try:
-                if is_full:
-                    victims.append(Victim(str(p["metadata"]["uid"]), p))
-                else:
-                    victims.append(Victim(str(p["UID"]), None))
-            except (KeyError, TypeError):
-                raise WireError(f"victims of {node}: every pod needs {'metadata.uid' if is_full else 'UID'}") from None
-        out[node] = (victims, pdb)
+        if not isinstance(pods, list) or not isinstance(pdb, int) or isinstance(pdb, bool) or not 0 <= pdb < 2**31:
+            raise WireError(f"victims of {node}: Pods must be a list and NumPDBViolations an int32 >= 0")
+        out[node] = ([_victim(node, p, is_full) for p in pods], pdb)
     return PreemptionArgs(pod, out)
+
+
+def _victim(node: str, p: Any, is_full: bool) -> Victim:
+    """One proposed victim: a full Pod (metadata and spec objects, a string UID) or a MetaPod (UID)."""
+    if is_full:
+        meta = p.get("metadata") if isinstance(p, dict) else None
+        uid = meta.get("uid") if isinstance(meta, dict) else None
+        if not isinstance(uid, str) or not isinstance(p.get("spec") or {}, dict):
+            raise WireError(f"victims of {node}: every Pod needs an object metadata with a string uid, "
+                            "and spec (if set) must be an object")
+        return Victim(uid, p)
+    uid = p.get("UID") if isinstance(p, dict) else None
+    if not isinstance(uid, str):
+        raise WireError(f"victims of {node}: every MetaPod needs a string UID")
+    return Victim(uid, None)
 
 
 def preemption_result(chosen: Mapping[str, tuple[Sequence[str], int]], error: str = "") -> bytes:

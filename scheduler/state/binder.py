@@ -1,11 +1,16 @@
-"""The bind transaction (DESIGN.md): node lock, re-check against the newest ledger, assume, PATCH
-the devices annotations, POST the Binding, confirm; any failure undoes what was done.
+"""The bind transaction: node lock, re-check against the newest ledger, assume, POST the Binding
+with the `gpupack.io/devices` record in its annotations, confirm.
 
-kube-scheduler treats a bind answer of success as final, so success is answered only once the
-Binding exists (after a 409 or a timeout the pod is read back to find out). The same pod UID bound
-twice is answered from the ledger; a second bind of a UID whose bind is in flight is refused. The
-node lock only covers check + assume: the assumption itself reserves the devices, so binds to one
-node overlap their API calls without ever sharing a device.
+The Binding's annotations land in the same write as nodeName (kube-apiserver merges them), so a pod
+is never bound without its record and there is nothing to undo: DESIGN.md's earlier PATCH-then-Binding
+could leave a bound pod with no record after a timed-out Binding and a failed undo, its devices free.
+kube-scheduler treats a bind answer of success as final, so success is answered only once the Binding
+is known to exist (after an error the pod is read back). When that cannot be known (no answer, a server
+error, an unreadable pod), the booking stays, unsettled, until the watch shows the pod bound, deleted
+or finished, or a later bind of the pod settles it. The same pod UID bound twice is answered from the
+ledger; a second bind of a UID whose bind is in flight is refused. The node lock only covers check +
+assume: the assumption itself reserves the devices, so binds to one node overlap their API calls
+without ever sharing a device.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from binpack import Conflict, Placement, fit, place
 from scheduler.devices import DEVICES, annotations_for
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState
-from scheduler.state.kubeapi import ApiError, KubeApi
+from scheduler.state.kubeapi import ApiError, KubeApi, Obj
+from scheduler.state.ledger import Booking
 
 log = logging.getLogger("gpupack.bind")
 
@@ -81,6 +87,10 @@ class Binder:
             if entry.node == node:
                 return "", "ok"
             return f"gpupack: pod {pod} is already bound to {entry.node}", "conflict"
+        if booked is not None and booked.unsettled:
+            settled = self._unsettled(ns, name, uid, node, booked)
+            if settled is not None:
+                return settled
         req = self.state.request_for(uid)
         if req is None:
             return f"gpupack: pod {pod} is unknown (no filter call for it and not seen by the watch)", "failed"
@@ -108,56 +118,89 @@ class Binder:
         annotations = annotations_for(req, p, inv, bound_ns=time.time_ns())  # orders same-second binds for the agent
         return self._post_binding(ns, name, uid, node, annotations, keep=held is not None)
 
-    def _post_binding(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str],
-                      keep: bool = False) -> tuple[str, str]:
+    def _unsettled(self, ns: str, name: str, uid: str, node: str, booked: Booking) -> tuple[str, str] | None:
+        """A bind of a pod whose earlier Binding may exist. To the same node: POST again with the same
+        devices (a 409 then means the first one landed). Elsewhere: only once the booking's deadline has
+        passed and the pod reads back unbound is it given up (None: bind afresh)."""
         pod = f"{ns}/{name}"
-        patched = False
-        try:
-            if ann:
-                self._step("patch")
-                try:
-                    self.api.patch_pod_annotations(ns, name, uid, dict(ann))
-                finally:
-                    patched = True  # even a failed or timed-out patch may have landed: undo it
-            self._step("bind")
-            try:
-                self.api.create_binding(ns, name, uid, node)
-            except ApiError as e:
-                if not self._bound_as_asked(ns, name, uid, node, ann):
-                    raise
-                log.info("bind %s: %s, but the pod is bound to %s as asked", pod, e, node)
-        except ApiError as e:
-            self._undo(ns, name, uid, ann if patched else {}, keep)
-            outcome = "conflict" if e.status == 409 else "failed"
-            return f"gpupack: binding {pod} to {node} failed: {e.message or e}", outcome
-        self.state.confirm(uid)
-        return "", "ok"
-
-    def _bound_as_asked(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str]) -> bool:
-        """After a 409 or a timeout: is the pod bound to this node with our devices record?"""
+        if booked.node == node:
+            inv = self.state.node(node)
+            req = self.state.request_for(uid)
+            if inv is None or req is None:
+                return f"gpupack: an earlier bind of {pod} to {node} is unsettled; retry later", "unknown"
+            return self._post_binding(ns, name, uid, node, annotations_for(req, booked.placement, inv, bound_ns=time.time_ns()), again=True)
         try:
             self._step("confirm")
             obj = self.api.get_pod(ns, name)
-        except ApiError:
-            return False
-        if obj is None or (obj.get("metadata") or {}).get("uid") != uid:
-            return False
-        got = ((obj.get("metadata") or {}).get("annotations") or {}).get(DEVICES)
-        return (obj.get("spec") or {}).get("nodeName") == node and got == ann.get(DEVICES)
-
-    def _undo(self, ns: str, name: str, uid: str, ann: dict[str, str], keep: bool = False) -> None:
-        """Forget the assumption and take our annotations off again (best effort, with a timeout).
-        `keep`: a reservation stays until its deadline, so kube-scheduler's retry gets the same devices."""
-        if not keep:
-            self.state.unassume(uid)
-        if not ann:
-            return
-        try:
-            self._step("undo")
-            self.api.patch_pod_annotations(ns, name, uid, dict.fromkeys(ann))
         except ApiError as e:
-            # harmless: a record on an unbound pod is ignored; the next bind overwrites it
-            log.warning("bind %s/%s: could not remove the devices annotations: %s", ns, name, e)
+            return f"gpupack: an earlier bind of {pod} to {booked.node} is unsettled and the pod unreadable: {e}", \
+                "unknown"
+        if obj is not None and (obj.get("metadata") or {}).get("uid") != uid:
+            obj = None  # recreated: the old pod's Binding cannot land on this one (its UID is checked)
+        spec = (obj or {}).get("spec") or {}
+        if obj is not None and spec.get("nodeName"):
+            return f"gpupack: pod {pod} is already bound to {spec['nodeName']}", "conflict"  # the watch settles it
+        if obj is not None and self.state.clock() < booked.deadline:
+            return (f"gpupack: an earlier bind of {pod} to {booked.node} is unsettled; its devices stay booked "
+                    "a while in case that Binding lands"), "unknown"
+        self.state.unassume(uid, settled=True)  # long unbound (or gone): that Binding never landed
+        return None
+
+    def _post_binding(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str],
+                      keep: bool = False, again: bool = False) -> tuple[str, str]:
+        """POST the Binding with the devices record in its annotations: one write binds and records, so
+        there is nothing to undo. `again`: an earlier POST of this pod's Binding may have landed."""
+        try:
+            self._step("bind")
+            self.api.create_binding(ns, name, uid, node, ann)
+        except ApiError as e:
+            return self._settle(ns, name, uid, node, ann, e, keep, again)
+        self.state.confirm(uid)
+        return "", "ok"
+
+    def _settle(self, ns: str, name: str, uid: str, node: str, ann: dict[str, str], e: ApiError,
+                keep: bool, again: bool) -> tuple[str, str]:
+        """After a failed POST: read the pod back. Bound here with our record: success. Gone, bound
+        elsewhere, or refused outright: the booking is freed. Otherwise (no answer, a server error, or a
+        409 that may be our own earlier Binding) the Binding may exist or still land: the booking stays,
+        unsettled, until the watch or a later bind settles it; it is never freed on a guess."""
+        pod = f"{ns}/{name}"
+        failed = f"gpupack: binding {pod} to {node} failed: {e.message or e}"
+        try:
+            self._step("confirm")
+            obj: Obj | None = self.api.get_pod(ns, name)
+            read = True
+        except ApiError as r:
+            log.warning("bind %s: %s, and reading the pod back failed: %s", pod, e, r)
+            obj, read = None, False
+        if read:
+            meta = (obj or {}).get("metadata") or {}
+            if obj is None or meta.get("uid") != uid:
+                self._drop(uid, keep)
+                return f"gpupack: binding {pod} to {node} failed: the pod is gone ({e.message or e})", "failed"
+            bound = (obj.get("spec") or {}).get("nodeName")
+            if bound == node and (meta.get("annotations") or {}).get(DEVICES) == ann.get(DEVICES):
+                log.info("bind %s: %s, but the pod is bound to %s as asked", pod, e, node)
+                self.state.confirm(uid)
+                return "", "ok"
+            if bound:  # bound by someone else, or elsewhere: these devices are not the pod's
+                self._drop(uid, keep)
+                return f"gpupack: pod {pod} is already bound to {bound}", "conflict"
+            if not e.ambiguous:  # refused, and the pod is not bound: no Binding exists or will
+                self._drop(uid, keep)
+                return failed, "conflict" if e.status == 409 else "failed"
+        elif not (e.ambiguous or again):
+            self._drop(uid, keep)  # a first POST refused outright created nothing
+            return failed, "conflict" if e.status == 409 else "failed"
+        self.state.unsettle(uid)
+        return (f"gpupack: binding {pod} to {node}: outcome unknown ({e.message or e}); its devices stay "
+                "booked until the pod is seen bound or gone"), "unknown"
+
+    def _drop(self, uid: str, keep: bool) -> None:
+        """The Binding does not exist: free the booking. `keep`: a pod group's reservation stays until its
+        deadline, so kube-scheduler's retry gets the same devices."""
+        if not keep:
+            self.state.unassume(uid, settled=True)
 
     def _step(self, name: str) -> None:
         if self.hook is not None:

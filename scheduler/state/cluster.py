@@ -16,13 +16,15 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from binpack import DemandKind, Mix, MixLearner, Node, Placement, Snapshot
 from scheduler.devices import InvalidDevices, placement_from
 from scheduler.inventory import INVENTORY, InvalidInventory, node_from_k8s
-from scheduler.podspec import GPU, InvalidPod, PodRequest, read_pod
+from scheduler.podspec import GPU, InvalidPod, PodRequest, PodShape, read_pod
 from scheduler.quantity import to_int
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking, Ledger
@@ -58,12 +60,37 @@ class StateView:
     ready: bool
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Parsed:
+    """What the verbs need of a pod they were sent, and nothing more: a raw pod may carry 256 KiB of
+    annotations, so 4,096 of them could take a gigabyte. Each entry is small and bounded."""
+
     rv: str
     request: PodRequest | None
-    error: str
-    raw: Obj = field(repr=False)
+    error: str  # at most MAX_ERROR characters
+    created: str  # metadata.creationTimestamp (pod groups order by it)
+    claims: Obj | None = None  # DRA: the few fields that name the pod's claims (_claims_view), else None
+
+
+MAX_ERROR = 1024
+_MAX_CLAIM_REFS = 128  # a pod names a handful of claims; more is not a real pod
+
+
+def _claims_view(pod: Obj) -> Obj | None:
+    """What DRA's translate reads of a pod (claim names, its resourceVersion), bounded; None when the pod
+    names no claim, so ordinary pods keep nothing of their raw body."""
+    spec: Obj = pod["spec"] if isinstance(pod.get("spec"), dict) else {}
+    status: Obj = pod["status"] if isinstance(pod.get("status"), dict) else {}
+    refs = spec.get("resourceClaims")
+    ext = status.get("extendedResourceClaimStatus")
+    if not refs and not ext:
+        return None
+    meta: Obj = pod["metadata"] if isinstance(pod.get("metadata"), dict) else {}
+    return {"metadata": {"resourceVersion": str(meta.get("resourceVersion") or "")[:64]},
+            "spec": {"resourceClaims": list(refs or [])[:_MAX_CLAIM_REFS]},
+            "status": {"resourceClaimStatuses": list(status.get("resourceClaimStatuses") or [])[:_MAX_CLAIM_REFS],
+                       "extendedResourceClaimStatus": ext if isinstance(ext, dict) else {}}}
+RAW_CACHE_BYTES = 64 * 2**20  # demo mode's raw pods (bind adopts them), bounded by their JSON size
 
 
 def _whole_gpus(pod: Obj) -> int:
@@ -94,7 +121,8 @@ class ClusterState:
     """Nodes, pods, the ledger and the learned mix, behind one lock."""
 
     def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 mix_refresh_s: float = 2.0, request_cache: int = 4096) -> None:
+                 mix_refresh_s: float = 2.0, request_cache: int = 4096, keep_raw: bool = False,
+                 raw_cache_bytes: int = RAW_CACHE_BYTES) -> None:
         self.lock = threading.RLock()
         self.clock = clock
         self.assume_ttl_s = assume_ttl_s
@@ -119,6 +147,12 @@ class ClusterState:
         self._mix_refresh_s = mix_refresh_s
         self._requests: OrderedDict[str, _Parsed] = OrderedDict()
         self._request_cache = request_cache
+        # the raw pods the verbs were sent, only where bind must adopt them (demo and standalone mode,
+        # where no API server holds them), bounded by their JSON size
+        self.keep_raw = keep_raw
+        self._raw: OrderedDict[str, tuple[Obj, int]] = OrderedDict()
+        self._raw_bytes = 0
+        self._raw_cap = raw_cache_bytes
 
     # -- the watch side ---------------------------------------------------------------------------------
     def push(self, kind: str, event: WatchEvent) -> None:
@@ -259,7 +293,8 @@ class ClusterState:
             return StateView(self.ledger.snapshot(), dict(self._invalid), self._mix, self.ready)
 
     def request(self, pod: Obj) -> PodRequest:
-        """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed."""
+        """The pod's request, parsed once per (UID, resourceVersion); InvalidPod when malformed, PodShape
+        (never cached) when the object is not shaped like a pod."""
         meta = pod.get("metadata") if isinstance(pod, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         uid, rv = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
@@ -268,21 +303,26 @@ class ClusterState:
             if hit is not None and hit.rv == rv:
                 self._requests.move_to_end(uid)
             else:
+                created = str(meta.get("creationTimestamp") or "")[:64]
                 try:
-                    hit = _Parsed(rv, read_pod(pod), "", pod)
+                    hit = _Parsed(rv, read_pod(pod), "", created, _claims_view(pod))
+                except PodShape:
+                    raise  # not a pod at all: a bad request (400) that leaves no trace here
                 except InvalidPod as e:
-                    hit = _Parsed(rv, None, str(e), pod)
+                    hit = _Parsed(rv, None, str(e)[:MAX_ERROR], created)
                 if uid:
                     self._requests[uid] = hit
                     if len(self._requests) > self._request_cache:
                         self._requests.popitem(last=False)
+                    if self.keep_raw:
+                        self._keep_raw(uid, pod)
                     if hit.request is not None and hit.request.managed:
                         self._observe(uid, hit.request)
         if hit.request is None:
             raise InvalidPod(hit.error)
         if self.translate is None:
             return hit.request
-        req = self.translate(hit.raw, hit.request)  # DRA: a claim-only pod's demand, from its claims
+        req = self.translate(pod, hit.request)  # DRA: a claim-only pod's demand, from its claims
         if req is not hit.request and req.managed:
             with self.lock:
                 self._observe(uid, req)
@@ -293,17 +333,37 @@ class ClusterState:
         with self.lock:
             hit = self._requests.get(uid)
             if hit is not None:
-                if hit.request is not None and self.translate is not None:
-                    return self.translate(hit.raw, hit.request)
+                if hit.request is not None and self.translate is not None and hit.claims is not None:
+                    return self.translate(hit.claims, hit.request)
                 return hit.request
             entry = self._pods.get(uid)
             return entry.request if entry is not None else None
 
+    def _keep_raw(self, uid: str, pod: Obj) -> None:
+        old = self._raw.pop(uid, None)
+        if old is not None:
+            self._raw_bytes -= old[1]
+        size = len(orjson.dumps(pod))
+        if size > self._raw_cap:
+            return
+        self._raw[uid] = (pod, size)
+        self._raw_bytes += size
+        while self._raw_bytes > self._raw_cap:
+            _, (_, n) = self._raw.popitem(last=False)
+            self._raw_bytes -= n
+
     def raw_pod(self, uid: str) -> Obj | None:
-        """The pod object a verb was last sent for this UID (demo mode binds it into memory)."""
+        """The pod object a verb was last sent for this UID (kept with keep_raw: demo mode binds it
+        into memory); None when not kept."""
+        with self.lock:
+            hit = self._raw.get(uid)
+            return hit[0] if hit is not None else None
+
+    def created(self, uid: str) -> str:
+        """The creationTimestamp of a pod the verbs were sent ("" when unknown)."""
         with self.lock:
             hit = self._requests.get(uid)
-            return hit.raw if hit is not None else None
+            return hit.created if hit is not None else ""
 
     def pod(self, uid: str) -> PodEntry | None:
         with self.lock:
@@ -325,19 +385,32 @@ class ClusterState:
         with self.lock:
             b = self.ledger.get(uid)
             if b is not None and b.assumed:
-                self.ledger.update(uid, confirmed=True, deadline=self.clock() + self.assume_ttl_s)
+                self.ledger.update(uid, confirmed=True, unsettled=False, deadline=self.clock() + self.assume_ttl_s)
 
-    def unassume(self, uid: str) -> None:
+    def unsettle(self, uid: str) -> None:
+        """Whether the Binding exists is unknown: keep the devices booked with no expiry. The watch settles
+        it (pod bound, deleted or finished), or a later bind of the pod does; nothing else frees it, since a
+        pod bound without its record must never see its devices handed to another pod. The deadline is
+        when a bind of the pod to another node may give the booking up (after a read-back shows it unbound)."""
         with self.lock:
             b = self.ledger.get(uid)
             if b is not None and b.assumed:
+                self.ledger.update(uid, unsettled=True, confirmed=False, deadline=self.clock() + self.assume_ttl_s)
+
+    def unassume(self, uid: str, settled: bool = False) -> None:
+        """Forget an assumption. An unsettled one is only forgotten when the caller `settled` it (knows
+        that the pod's Binding does not exist and never will)."""
+        with self.lock:
+            b = self.ledger.get(uid)
+            if b is not None and b.assumed and (settled or not b.unsettled):
                 self.ledger.drop(uid)
 
     def expire(self) -> int:
-        """Drop assumptions past their deadline; how many."""
+        """Drop assumptions past their deadline (never an unsettled one); how many."""
         with self.lock:
             now = self.clock()
-            old = [u for u in self.ledger.assumed if self.ledger.bookings[u].deadline < now]
+            old = [u for u in self.ledger.assumed
+                   if self.ledger.bookings[u].deadline < now and not self.ledger.bookings[u].unsettled]
             for u in old:
                 self.ledger.drop(u)
             return len(old)

@@ -9,7 +9,7 @@ Every call carries a timeout, so nothing here can hang the extender.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +26,12 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether the call may have taken effect: no answer (timeout, reset), a server error (an etcd
+        timeout can still commit) or 408. Any other 4xx is a refusal: nothing was changed."""
+        return not (400 <= self.status < 500 and self.status != 408)
 
 
 class ApiTimeout(ApiError):
@@ -68,10 +74,10 @@ class KubeApi(Protocol):
 
     def get_pod(self, namespace: str, name: str) -> Obj | None: ...
 
-    def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
-        """Merge-patch the pod's annotations (None removes a key); the UID guards against a recreated pod."""
-
-    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None: ...
+    def create_binding(self, namespace: str, name: str, uid: str, node: str,
+                       annotations: Mapping[str, str] | None = None) -> None:
+        """POST a Binding (the UID guards against a recreated pod). Its metadata.annotations are merged into
+        the pod in the same write as nodeName, so a pod is never bound without them."""
 
 
 @runtime_checkable
@@ -228,17 +234,14 @@ class KubernetesApi:
         doc: Obj = orjson.loads(resp.data)
         return doc
 
-    def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
-        body = {"metadata": {"uid": uid, "annotations": annotations}}
-        self._call(self._core.patch_namespaced_pod, name, namespace, body,
-                   _content_type="application/merge-patch+json")
-
-    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
+    def create_binding(self, namespace: str, name: str, uid: str, node: str,
+                       annotations: Mapping[str, str] | None = None) -> None:
         from kubernetes import client
 
         body = client.V1Binding(
             api_version="v1", kind="Binding",
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid),
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid,
+                                         annotations=dict(annotations) if annotations else None),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
         )
         # _preload_content=False: the client cannot decode the Status the API server answers with

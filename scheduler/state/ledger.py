@@ -2,7 +2,8 @@
 with all of it applied.
 
 A booking is either recorded (read from `gpupack.io/devices` on a bound pod) or assumed (a bind in
-flight, or done but not yet seen bound by the watch; it has a deadline). Assumptions are generic
+flight, or done but not yet seen bound by the watch; it has a deadline; an unsettled one, whose Binding
+may exist, has none). Assumptions are generic
 (uid -> placement, deadline) so a pod-group planner can reserve a whole group the same way.
 Bookings and foreign counts change the snapshot incrementally (O(GPUs of one node)); a change of
 the node set rebuilds it from scratch, replaying every booking in order. A booking that no longer
@@ -28,6 +29,9 @@ class Booking:
     assumed: bool = False
     deadline: float = 0.0
     confirmed: bool = False  # the Binding exists; waiting for the watch to show the pod bound
+    # the Binding may or may not exist (its POST timed out or failed ambiguously): kept, never expired,
+    # until the watch shows the pod bound, deleted or finished, or a later bind of the pod settles it
+    unsettled: bool = False
 
     @property
     def node(self) -> str:

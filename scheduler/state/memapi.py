@@ -3,8 +3,10 @@
 It keeps Nodes and Pods as plain dicts (replaced, never mutated, so readers may keep references),
 numbers every change with a resourceVersion, serves list and watch (a watch from a compacted
 version answers ERROR 410 Gone, like etcd), and answers patch and Binding the way the real API
-server does (404 for a missing pod, 409 for a wrong UID or an already bound pod). `Faults` injects
-latency, 409s, 500s and timeouts (before or after the change took effect) into the write calls.
+server does (404 for a missing pod, 409 for a wrong UID or an already bound pod; a Binding's
+annotations are merged into the pod in the same write as nodeName, as kube-apiserver 1.36 does).
+`Faults` injects latency, 409s, 500s, timeouts (before or after the change took effect) and errors
+answered after the change took effect into the calls it names: the writes, and the bind's read-back.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +24,18 @@ from scheduler.state.kubeapi import ApiError, ApiTimeout, Obj, WatchEvent
 
 @dataclass
 class Faults:
-    """Failure rates for patch/bind calls; `seed` makes a run repeatable."""
+    """Failure rates for the calls named in `ops` ("patch", "bind", and "get": the bind's read-back
+    through get_pod); `seed` makes a run repeatable. `error_after_apply`: the change took effect and the
+    answer is still a 500 (an etcd timeout that committed)."""
 
     latency_s: float = 0.0
     conflict: float = 0.0
     server_error: float = 0.0
     timeout: float = 0.0
     timeout_after_apply: float = 0.5  # share of timeouts where the change did happen
+    error_after_apply: float = 0.0
     seed: int = 0
+    ops: tuple[str, ...] = ("patch", "bind")
 
 
 class _Stream:
@@ -128,6 +134,18 @@ class MemoryApi:
             return list(self._pods.values())
 
     def get_pod(self, namespace: str, name: str) -> Obj | None:
+        """Read one pod; with "get" in the faults' ops, fails as the faults say (tests read with `peek`)."""
+        after = self._fault("get")
+        with self._cv:
+            obj = self._pods.get((namespace, name))
+        if after == "timeout":
+            raise ApiTimeout("get: read timed out (injected)")
+        if after == "error":
+            raise ApiError(500, "get: etcdserver: request timed out (injected)", "InternalError")
+        return obj
+
+    def peek(self, namespace: str, name: str) -> Obj | None:
+        """The stored pod, without faults (what a test checks)."""
         with self._cv:
             return self._pods.get((namespace, name))
 
@@ -173,9 +191,14 @@ class MemoryApi:
     def _count(self, op: str) -> None:
         self.calls[op] = self.calls.get(op, 0) + 1
 
-    def _fault(self, op: str) -> bool:
-        """Raise an injected 409, 500 or timeout-before-apply; True: time out after applying."""
+    def _fault(self, op: str) -> str:
+        """Raise an injected 409, 500 or timeout-before-apply; "timeout" or "error": apply the change, then
+        time out or answer 500; "": no fault."""
         f = self.faults
+        if op not in f.ops:
+            with self._cv:
+                self._count(op)
+            return ""
         if f.latency_s:
             time.sleep(f.latency_s * (0.5 + self._rng.random()))
         with self._cv:
@@ -189,8 +212,19 @@ class MemoryApi:
         if r < f.conflict + f.server_error + f.timeout:
             if not after:
                 raise ApiTimeout(f"{op}: read timed out (injected)")
-            return True
-        return False
+            return "timeout"
+        if r < f.conflict + f.server_error + f.timeout + f.error_after_apply:
+            return "error"
+        return ""
+
+    @staticmethod
+    def _answer(op: str, after: str) -> None:
+        """The answer of a call that took effect: none (a timeout), a 500, or success."""
+        if after == "timeout":
+            raise ApiTimeout(f"{op}: read timed out after the change applied (injected)")
+        if after == "error":
+            raise ApiError(500, f"{op}: etcdserver: request timed out, but the change was committed (injected)",
+                           "InternalError")
 
     def _pod_for_write(self, namespace: str, name: str, uid: str) -> Obj:
         pod = self._pods.get((namespace, name))
@@ -210,7 +244,8 @@ class MemoryApi:
         return pod
 
     def patch_pod_annotations(self, namespace: str, name: str, uid: str, annotations: dict[str, str | None]) -> None:
-        timeout_after = self._fault("patch")
+        """Merge-patch annotations (None removes a key): how a test or controller changes a pod."""
+        after = self._fault("patch")
         with self._cv:
             pod = self._pod_for_write(namespace, name, uid)
             ann = dict(pod["metadata"].get("annotations") or {})
@@ -222,11 +257,11 @@ class MemoryApi:
             self._pods[(namespace, name)] = obj = self._stamp({**pod, "metadata": {**pod["metadata"],
                                                                                    "annotations": ann}})
             self._record("pod", "MODIFIED", obj)
-        if timeout_after:
-            raise ApiTimeout("patch: read timed out after the patch applied (injected)")
+        self._answer("patch", after)
 
-    def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
-        timeout_after = self._fault("bind")
+    def create_binding(self, namespace: str, name: str, uid: str, node: str,
+                       annotations: Mapping[str, str] | None = None) -> None:
+        after = self._fault("bind")
         with self._cv:
             pod = self._pod_for_write(namespace, name, uid)
             bound = (pod.get("spec") or {}).get("nodeName")
@@ -234,7 +269,9 @@ class MemoryApi:
                 raise ApiError(409, f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
                                     f'already assigned to node "{bound}"', "Conflict")
             spec: dict[str, Any] = {**(pod.get("spec") or {}), "nodeName": node}
-            self._pods[(namespace, name)] = obj = self._stamp({**pod, "spec": spec})
+            meta = pod["metadata"]
+            if annotations:  # merged in the same write as nodeName (kube-apiserver's Binding does the same)
+                meta = {**meta, "annotations": {**(meta.get("annotations") or {}), **annotations}}
+            self._pods[(namespace, name)] = obj = self._stamp({**pod, "metadata": meta, "spec": spec})
             self._record("pod", "MODIFIED", obj)
-        if timeout_after:
-            raise ApiTimeout("binding: read timed out after the Binding was created (injected)")
+        self._answer("bind", after)
