@@ -128,7 +128,8 @@ class Binder:
             req = self.state.request_for(uid)
             if inv is None or req is None:
                 return f"gpupack: an earlier bind of {pod} to {node} is unsettled; retry later", "unknown"
-            return self._post_binding(ns, name, uid, node, annotations_for(req, booked.placement, inv, bound_ns=time.time_ns()), again=True)
+            record = annotations_for(req, booked.placement, inv, bound_ns=time.time_ns())
+            return self._post_binding(ns, name, uid, node, record, again=True)
         try:
             self._step("confirm")
             obj = self.api.get_pod(ns, name)
