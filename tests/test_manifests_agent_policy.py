@@ -20,8 +20,9 @@ Obj = dict[str, Any]
 
 def _policy(overlay: str) -> Obj:
     objs = render(overlay)
-    (policy,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
-    (binding,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    (policy,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy" and "own-node" in o["metadata"]["name"]]
+    (binding,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicyBinding"
+                  and o["spec"]["policyName"] == policy["metadata"]["name"]]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     assert policy["spec"]["failurePolicy"] == "Fail"
     assert policy["spec"]["matchConstraints"]["resourceRules"] == [
@@ -29,17 +30,17 @@ def _policy(overlay: str) -> Obj:
     return policy
 
 
-def admit(policy: Obj, user: Obj, new: Obj, old: Obj) -> str:
+def admit(policy: Obj, user: Obj, new: Obj, old: Obj, operation: str = "UPDATE") -> str:
     """What the API server decides: "not matched", "allowed", or the first denial's message."""
     env = celpy.Environment()
 
     def run(expr: str, act: dict[str, Any]) -> Any:
         return env.program(env.compile(expr)).evaluate(act)
 
-    act: dict[str, Any] = {"request": celpy.json_to_cel({"userInfo": user, "operation": "UPDATE"}),
+    act: dict[str, Any] = {"request": celpy.json_to_cel({"userInfo": user, "operation": operation}),
                            "object": celpy.json_to_cel(new), "oldObject": celpy.json_to_cel(old)}
     spec = policy["spec"]
-    if not all(run(m["expression"], act) for m in spec["matchConditions"]):
+    if not all(run(m["expression"], act) for m in spec.get("matchConditions", [])):
         return "not matched"
     variables = celtypes.MapType()
     act["variables"] = variables
