@@ -11,13 +11,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/gpupack
 WORKDIR /src
+# Dependencies first, exactly as locked (versions and hashes; tests/test_lockfile.py keeps the lock
+# in step with pyproject.toml), then gpupack itself without resolving anything again.
+COPY requirements.lock ./
+RUN /opt/gpupack/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY binpack ./binpack
 COPY scheduler ./scheduler
 COPY webhook ./webhook
 COPY benchmarks ./benchmarks
-# Runtime dependencies only (no [test] extra); a non-editable install, so /src is not needed later.
-RUN /opt/gpupack/bin/pip install --no-cache-dir . \
+# A non-editable install (no [test] extra, no dependency resolution), so /src is not needed later.
+RUN /opt/gpupack/bin/pip install --no-cache-dir --no-deps . \
  && /opt/gpupack/bin/python -m compileall -q /opt/gpupack/lib
 
 # --- runtime: the slim interpreter, the virtual environment, an unprivileged user. Nothing else.

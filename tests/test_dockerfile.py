@@ -59,13 +59,13 @@ def test_multi_stage_and_the_final_stage_is_slim_python_without_build_tools() ->
     assert copies and all(a.startswith("--from=") for a in copies), "the final stage copies only built artefacts"
 
 
-def test_the_build_installs_runtime_dependencies_only() -> None:
+def test_the_build_installs_the_locked_runtime_dependencies_then_gpupack_alone() -> None:
     installs = [args for stage in _stages() for ins, args in stage if ins == "RUN" and "pip install" in args]
-    assert len(installs) == 1
-    words = shlex.split(installs[0].split("&&")[0])
-    target = words[-1]
-    assert target == ".", "install the project itself, without extras (no [test])"
-    assert "-e" not in words and "--editable" not in words
+    assert len(installs) == 2
+    deps, own = (shlex.split(i.split("&&")[0]) for i in installs)
+    assert "--require-hashes" in deps and deps[-2:] == ["-r", "requirements.lock"], "dependencies as locked"
+    assert own[-1] == "." and "--no-deps" in own, "the project itself, without extras and without resolving again"
+    assert "-e" not in own and "--editable" not in own
 
 
 def test_the_final_user_is_not_root_and_matches_the_manifests() -> None:
