@@ -15,8 +15,9 @@ def test_run_solver_latency_reports_every_figure() -> None:
     assert 0.2 < res["gpus_booked_frac"] < 0.9  # "half full"
     assert 0 < res["snapshot_mb"] < 1
     for name in KINDS:
-        assert res[f"fit_score_p99_ms.{name}"] >= res[f"fit_score_p50_ms.{name}"] > 0
-        assert res[f"fit_score_full_p99_ms.{name}"] >= res[f"fit_score_full_p50_ms.{name}"] > 0
+        for key in (f"fit_score_p50_ms.{name}", f"fit_score_p99_ms.{name}", f"fit_score_full_p50_ms.{name}",
+                    f"fit_score_full_p99_ms.{name}"):
+            assert math.isfinite(res[key]) and res[key] > 0, key  # each figure measured, none missing
         assert 0 <= res[f"fits_nodes.{name}"] <= 40
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):
         assert math.isfinite(res[f"allocate_us.{name}"]) and res[f"release_us.{name}"] > 0

