@@ -233,6 +233,10 @@ class KubernetesApi:
         self._call(self._core.patch_namespaced_pod, name, namespace, body,
                    _content_type="application/merge-patch+json")
 
+    def create_event(self, namespace: str, body: Obj) -> None:
+        """A core/v1 Event (scheduler/events.py writes them on pods)."""
+        self._call(self._core.create_namespaced_event, namespace, body)
+
     def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
         from kubernetes import client
 

@@ -59,6 +59,7 @@ class MemoryApi:
         self._rng = random.Random(self.faults.seed)
         self.adopt = adopt
         self.calls: dict[str, int] = {}
+        self.events: deque[Obj] = deque(maxlen=10_000)  # Events written (scheduler/events.py); no faults injected
         for n in nodes or []:
             self.put_node(n)
         for p in pods or []:
@@ -224,6 +225,11 @@ class MemoryApi:
             self._record("pod", "MODIFIED", obj)
         if timeout_after:
             raise ApiTimeout("patch: read timed out after the patch applied (injected)")
+
+    def create_event(self, namespace: str, body: Obj) -> None:
+        with self._cv:
+            self._count("event")
+            self.events.append({**body, "metadata": {**(body.get("metadata") or {}), "namespace": namespace}})
 
     def create_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
         timeout_after = self._fault("bind")
