@@ -23,6 +23,7 @@ FORMATS = ("text", "json")
 HELP = "text (human) or json (one object per line, for a log collector)"
 _FIELDS = ("pod", "node")  # what a line is about, when known
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
+_HANDLER = "gpupack"
 
 
 def log_format(value: str) -> str:
@@ -95,9 +96,11 @@ def setup(level: str, fmt: str = "text", node: str = "", stream: TextIO | None =
     handler.setFormatter(JsonFormatter() if log_format(fmt) == "json" else TextFormatter())
     if node:
         handler.addFilter(_Node(node))
+    handler.set_name(_HANDLER)
     root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+    for h in list(root.handlers):  # ours from an earlier call (others', e.g. pytest's capture, stay)
+        if h.get_name() == _HANDLER:
+            root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in _UVICORN:  # uvicorn's own config is switched off (log_config=None): they propagate here
