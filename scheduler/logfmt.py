@@ -90,9 +90,21 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (a test runner swaps it), as logging's lastResort does."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def setup(level: str, fmt: str = "text", node: str = "", stream: TextIO | None = None) -> logging.Handler:
     """Route the root logger and uvicorn's loggers to one handler in `fmt`; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JsonFormatter() if log_format(fmt) == "json" else TextFormatter())
     if node:
         handler.addFilter(_Node(node))
