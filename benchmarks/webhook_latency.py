@@ -161,6 +161,8 @@ def run(n: int = 2000, handshakes: int = 200, port: int = 0) -> dict[str, Any]:
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     port = port or _free_port()
     metrics_port = _free_port()
+    while metrics_port == port:  # two ports asked for one after the other may come back equal
+        metrics_port = _free_port()
     with tempfile.TemporaryDirectory() as d:
         cert, key = Path(d, "tls.crt"), Path(d, "tls.key")
         cert.write_bytes(leaf.cert_chain_pems[0].bytes())

@@ -21,10 +21,16 @@ from prometheus_client.samples import Sample
 WAIT_S = 60.0  # start-up on 2 busy cores (numpy, OR-Tools, FastAPI imports)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together while chosen, so none is handed out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @contextmanager
@@ -81,7 +87,7 @@ HUGE = {"metadata": {"name": "huge", "namespace": "ml", "uid": "u-huge"},
 
 
 def test_the_extender_is_scraped_on_its_metrics_port() -> None:
-    port, mport = _free_port(), _free_port()
+    port, mport = _free_ports(2)
     with _gpupack("serve", "--port", str(port), "--metrics-port", str(mport), "--log-format", "json",
                   "--access-log") as (proc, lines):
         base = f"http://127.0.0.1:{port}"
@@ -126,7 +132,7 @@ def _review(name: str, gpus: str) -> dict[str, Any]:
 
 
 def test_the_webhook_serves_metrics_on_their_own_port_only() -> None:
-    port, mport = _free_port(), _free_port()
+    port, mport = _free_ports(2)
     with _gpupack("webhook", "--insecure-http", "--host", "127.0.0.1", "--port", str(port), "--metrics-port",
                   str(mport), "--log-format", "json", "--access-log") as (proc, lines):
         base = f"http://127.0.0.1:{port}"
@@ -148,7 +154,7 @@ def test_the_webhook_serves_metrics_on_their_own_port_only() -> None:
 
 
 def test_the_agent_exports_its_own_metrics() -> None:
-    mport = _free_port()
+    (mport,) = _free_ports(1)
     with _gpupack("agent", "--print", "--fake", "dgx1-v100-gpu5-lost", "--interval", "1", "--node-name", "gpu-n1",
                   "--metrics-port", str(mport), "--log-format", "json", "--no-device-plugin") as (proc, lines):
         def passed() -> bool:
