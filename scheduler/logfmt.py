@@ -6,8 +6,8 @@ names it once with `setup(..., node=...)`. uvicorn's loggers (its errors and, wh
 access log) are routed through the same handler, so a collector parses one format per component.
 
     text: 2026-12-06T01:02:03.456Z INFO gpupack.bind: bind failed: ... pod=ml/train-0 node=dgx-0
-    json: {"time": "2026-12-06T01:02:03.456Z", "level": "info", "logger": "gpupack.bind",
-           "msg": "bind failed: ...", "pod": "ml/train-0", "node": "dgx-0"}
+    json: {"time":"2026-12-06T01:02:03.456Z","level":"info","logger":"gpupack.bind","msg":"bind failed: ...",
+           "pod":"ml/train-0","node":"dgx-0"}   (one line)
 """
 
 from __future__ import annotations

@@ -15,8 +15,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from typer.testing import CliRunner
+
+from scheduler.cli import app
 
 WAIT_S = 60.0  # start-up on 2 busy cores (numpy, OR-Tools, FastAPI imports)
 
@@ -171,3 +175,34 @@ def test_the_agent_exports_its_own_metrics() -> None:
         assert _value(fams, "gpupack_agent_inventory_ok", "gpupack_agent_inventory_ok") == 1
     logs = _json_lines(lines)  # (--print also writes its device table on stderr: not log lines)
     assert logs and all(x["node"] == "gpu-n1" for x in logs)
+
+
+@contextmanager
+def _taken() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["serve", "--log-format", "xml"], "bad setting GPUPACK_LOG_FORMAT (--log-format): Value error, must be one of"),
+    (["serve", "--port", "9000", "--metrics-port", "9000"], "metrics_port and port are both 9000"),
+    (["webhook", "--insecure-http", "--host", "127.0.0.1", "--log-format", "xml"], "must be one of text, json"),
+    (["webhook", "--insecure-http", "--host", "127.0.0.1", "--port", "9401"], "metrics_port and port are both 9401"),
+    (["agent", "--once", "--print", "--fake", "t4-pcie", "--log-format", "xml"], "must be one of text, json"),
+])
+def test_bad_log_formats_and_port_clashes_stop_startup(argv: list[str], says: str) -> None:
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.split())
+
+
+def test_a_taken_metrics_port_stops_startup() -> None:
+    with _taken() as port:
+        for argv in (["serve", "--metrics-port", str(port)],
+                     ["agent", "--print", "--fake", "t4-pcie", "--no-device-plugin", "--metrics-port", str(port)]):
+            result = CliRunner().invoke(app, argv, env={"COLUMNS": "300"})
+            assert result.exit_code == 2, (argv, result.output)
+            assert str(port) in result.output or "in use" in result.output, result.output
