@@ -135,7 +135,7 @@ def test_gpus_per_model_and_pending_pods_by_reason() -> None:
     busy = plain("busy", 8)
     busy["spec"]["nodeName"] = "n0"
     busy["status"]["phase"] = "Running"
-    pods = [busy, plain("fits", 4), plain("huge", 16), plain("huge2", 12)]
+    pods = [busy, plain("fits", 4), plain("huge", 16), plain("huge2", 12), member("job", 0, 2, 8)]
     state = ClusterState(mix_refresh_s=0.0)
     state.replace("nodes", objs)
     state.replace("pods", pods)
@@ -147,3 +147,4 @@ def test_gpus_per_model_and_pending_pods_by_reason() -> None:
     assert ("gpupack_gpus_stranded", model) in got
     assert got[("gpupack_pending_pods", (("reason", "fits_now"),))] == 1
     assert got[("gpupack_pending_pods", (("reason", "too_few_gpus"),))] == 2
+    assert got[("gpupack_pending_pods", (("reason", "pod_group"),))] == 1  # fits alone, waits for its group

@@ -3,7 +3,8 @@ idle), MIG slices per model, and pending GPU pods by the reason they fit nowhere
 
 The figures are `gpupack report`'s (scheduler/report/analyze.py), from the extender's own state, so the
 dashboard, the report and the scheduler agree. The reason of a pending pod is the verdict most of the
-cluster's nodes give it (binpack's fit reason, snake case), `fits_now` when some node could take it now.
+cluster's nodes give it (binpack's fit reason, snake case), `fits_now` when some node could take it now,
+`pod_group` when it could but is a pod group member (held until its group is placed whole).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class ClusterCollector(Collector):
                 fams[key].add_metric([r.model], float(value))
         yield from fams.values()
         pending = GaugeMetricFamily("gpupack_pending_pods", "GPU pods not bound, by the reason most nodes give "
-                                    "(fits_now: some node could take it now)", labels=["reason"])
+                                    "(fits_now: some node could take it now; pod_group: it could, but its group "
+                                    "is placed all or nothing)", labels=["reason"])
         for reason, n in sorted(self._pending(view.snapshot).items()):
             pending.add_metric([reason], float(n))
         yield pending
@@ -74,8 +76,8 @@ class ClusterCollector(Collector):
                 out["no_nodes"] += 1
                 continue
             verdict = fit(snap, p.request.demand)
-            if verdict.fits.any():
-                out["fits_now"] += 1
+            if verdict.fits.any():  # a group member that fits alone waits for its group (all or nothing)
+                out["pod_group" if p.request.group else "fits_now"] += 1
                 continue
             codes, counts = np.unique(verdict.reason, return_counts=True)
             out[reason_label(int(codes[int(np.argmax(counts))]))] += 1
