@@ -110,7 +110,7 @@ def _serve(cluster: str, port: int) -> None:
 
     logging.disable(logging.WARNING)
     gc.set_threshold(10_000, 20, 50)  # as `gpupack serve` does
-    app = create_app(Settings(cluster=Path(cluster), port=port, mix_refresh_s=5.0))
+    app = create_app(Settings(cluster=Path(cluster), port=port, mix_refresh_s=5.0, metrics_port=0))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 

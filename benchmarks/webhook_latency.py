@@ -73,11 +73,12 @@ def review(kind: str, i: int) -> bytes:
     return orjson.dumps({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": req})
 
 
-def _serve(cert: str, key: str, port: int) -> None:
+def _serve(cert: str, key: str, port: int, metrics_port: int) -> None:
     from webhook.server import serve
     from webhook.settings import WebhookSettings
 
-    serve(WebhookSettings(host="127.0.0.1", port=port, tls_cert=Path(cert), tls_key=Path(key), log_level="warning"))
+    serve(WebhookSettings(host="127.0.0.1", port=port, tls_cert=Path(cert), tls_key=Path(key), log_level="warning",
+                          metrics_port=metrics_port))
 
 
 def _free_port() -> int:
@@ -111,11 +112,14 @@ def _post(conn: http.client.HTTPSConnection, body: bytes) -> float:
     return dt
 
 
-def _server_side(conn: http.client.HTTPSConnection) -> dict[str, float]:
-    """From the webhook's /metrics: its CPU seconds so far and its admission-time histogram buckets."""
+def _server_side(metrics_port: int) -> dict[str, float]:
+    """From the webhook's /metrics (its own port): its CPU seconds so far and its admission-time histogram buckets."""
+    conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=5)
     conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
     out: dict[str, float] = {}
-    for line in conn.getresponse().read().decode().splitlines():
+    for line in text.splitlines():
         if line.startswith("process_cpu_seconds_total "):
             out["cpu"] = float(line.split()[1])
         elif line.startswith("gpupack_webhook_admission_seconds_bucket{"):
@@ -156,13 +160,17 @@ def run(n: int = 2000, handshakes: int = 200, port: int = 0) -> dict[str, Any]:
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     port = port or _free_port()
+    metrics_port = _free_port()
+    while metrics_port == port:  # two ports asked for one after the other may come back equal
+        metrics_port = _free_port()
     with tempfile.TemporaryDirectory() as d:
         cert, key = Path(d, "tls.crt"), Path(d, "tls.key")
         cert.write_bytes(leaf.cert_chain_pems[0].bytes())
         key.write_bytes(leaf.private_key_pem.bytes())
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(cadata=ca.cert_pem.bytes().decode())
-        proc = mp.get_context("spawn").Process(target=_serve, args=(str(cert), str(key), port), daemon=True)
+        proc = mp.get_context("spawn").Process(target=_serve, args=(str(cert), str(key), port, metrics_port),
+                                               daemon=True)
         proc.start()
         try:
             _wait_up(port, ctx)
@@ -171,11 +179,11 @@ def run(n: int = 2000, handshakes: int = 200, port: int = 0) -> dict[str, Any]:
             for i in range(200):  # warm-up: imports, first handshake, allocator
                 _post(conn, review(kinds[i % len(kinds)], i))
             per_kind: dict[str, list[float]] = {k: [] for k in kinds}
-            before, wall0 = _server_side(conn), time.perf_counter()
+            before, wall0 = _server_side(metrics_port), time.perf_counter()
             for i in range(n):
                 k = kinds[i % len(kinds)]
                 per_kind[k].append(_post(conn, review(k, i)))
-            after = _server_side(conn)
+            after = _server_side(metrics_port)
             server_cpu_ms = (after["cpu"] - before["cpu"]) / n * 1000
             # the share of reviews the webhook itself answered within each bound (its own histogram)
             within = {f"{float(le) * 1000:g}": round((after[le] - before[le]) / n, 4)

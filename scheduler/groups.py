@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from binpack import Conflict, DemandKind, GroupResult, GroupStatus, Placement, Snapshot, place_group, set_foreign
+from scheduler import events as ev
 from scheduler.extender.verdicts import Engine, Pin
 from scheduler.groups_metrics import GroupMetrics
 from scheduler.podspec import PodRequest
@@ -112,6 +113,7 @@ class PodGroups:
         self._refused: dict[GroupKey, dict[str, float]] = {}  # nodes kube-scheduler refused for a plan -> when
         self._planning = threading.Lock()
         self.metrics = GroupMetrics(registry or CollectorRegistry(), self.counts)
+        self.events: ev.EventRecorder | None = None  # Events on members: waits, plans, releases (app.py sets it)
         state.pod_listeners.append(self._observe)
 
     def install(self, engine: Engine, binder: Binder) -> None:
@@ -205,7 +207,13 @@ class PodGroups:
     def _release(self, key: GroupKey, live: dict[str, Placement], why: str) -> None:
         for uid in live:
             self.state.unassume(uid)
-        del self._plans[key]
+        planned = self._plans.pop(key)
+        members = self._members.get(key, {})
+        for uid, p in planned.items():
+            if (m := members.get(uid)) is not None and not m.node:
+                self._event(m, ev.WARNING, ev.RESERVATION_RELEASED,
+                            f"pod group {key[1]}: {why}; every reservation of the group released, planned again",
+                            p.node)
         self.metrics.events.labels("expired").inc()
         log.info("pod group %s/%s: %s; %d reservation(s) released, planned again", key[0], key[1], why, len(live))
 
@@ -226,12 +234,17 @@ class PodGroups:
                 self._refused.setdefault(key, {})[mine.node] = self.state.clock()
                 self._release(key, self.check(key), f"node {mine.node} refused by kube-scheduler's filters")
             answer, plan = self._verdict(key, req.uid, view.snapshot.generation)
-        if not plan:
-            return answer
-        self._round()
-        with self.state.lock:
-            answer, plan = self._verdict(key, req.uid, self.state.view().snapshot.generation)
-        return f"pod group {req.group}: waiting for pod groups ahead of it to be planned" if plan else answer
+        if plan:
+            self._round()
+            with self.state.lock:
+                answer, plan = self._verdict(key, req.uid, self.state.view().snapshot.generation)
+            if plan:
+                answer = f"pod group {req.group}: waiting for pod groups ahead of it to be planned"
+        if isinstance(answer, str):
+            waiting = answer.startswith(("waiting", f"pod group {req.group}: waiting"))
+            self._event(Member(req.uid, req, ""), ev.NORMAL if waiting else ev.WARNING,
+                        ev.GROUP_WAITING if waiting else ev.GROUP_UNPLACEABLE, answer)
+        return answer
 
     def _verdict(self, key: GroupKey, uid: str, generation: int) -> tuple[str | Pin | None, bool]:
         """The member's answer, or (None, True) when its group must be planned first."""
@@ -327,9 +340,17 @@ class PodGroups:
         self._plans.setdefault(key, {}).update({m.uid: p for m, p in zip(members, placements, strict=True)})
         self._failures.pop(key, None)
         self.metrics.events.labels("planned").inc()
-        log.info("pod group %s/%s: %d member(s) reserved on %d node(s)", key[0], key[1], len(members),
-                 len({p.node for p in placements}))
+        nodes = sorted({p.node for p in placements})
+        log.info("pod group %s/%s: %d member(s) reserved on %d node(s)", key[0], key[1], len(members), len(nodes))
+        for m, p in zip(members, placements, strict=True):
+            self._event(m, ev.NORMAL, ev.GROUP_PLANNED,
+                        f"pod group {key[1]}: {len(members)} member(s) reserved on {', '.join(nodes)}; this member's "
+                        f"devices on {p.node}", p.node)
         return True
+
+    def _event(self, m: Member, type_: str, reason: str, message: str, node: str = "") -> None:
+        if self.events is not None:
+            self.events.record(ev.PodRef(m.request.namespace, m.request.name, m.uid), type_, reason, message, node)
 
     # -- the bind hook ----------------------------------------------------------------------------------
     def bind(self, uid: str, req: PodRequest, node: str) -> Placement | str | None:

@@ -19,7 +19,9 @@ from typing import Literal, Self
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler.logfmt import log_format
 from scheduler.loglevel import log_level
+from scheduler.metricsport import EXTENDER_PORT
 
 
 def is_loopback(host: str) -> bool:
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0)
     mix_refresh_s: float = Field(default=2.0, ge=0)
     log_level: str = "info"
+    log_format: str = "text"  # text or json (scheduler/logfmt.py), the same in serve, webhook and agent
+    access_log: bool = False  # uvicorn's access log, in log_format: one line per verb call
+    # /metrics on a port of its own (scheduler/metricsport.py), so that it can listen beyond the loopback
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=EXTENDER_PORT, ge=0, le=65535)  # 0: only on the verbs' port
     # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations
     # (docs/dra.md); "off" ignores DRA. gpupack writing allocations itself is not built yet.
     dra_mode: Literal["observe", "off"] = "observe"
@@ -84,6 +91,11 @@ class Settings(BaseSettings):
     def _level(cls, v: str) -> str:
         return log_level(v)
 
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        return log_format(v)
+
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         sources = [n for n, on in (("kubeconfig", self.kubeconfig), ("in_cluster", self.in_cluster),
@@ -102,6 +114,8 @@ class Settings(BaseSettings):
                 "gpupack's API rights; listen on 127.0.0.1 (the kube-scheduler sidecar), or give tls_cert, "
                 "tls_key and tls_client_ca (--tls-cert/--tls-key/--tls-client-ca), or accept the risk with "
                 "--allow-unauthenticated-remote")
+        if self.metrics_port == self.port:
+            raise ValueError(f"metrics_port and port are both {self.port}: give metrics a port of its own")
         return self
 
     @property

@@ -75,7 +75,7 @@ def test_serve_demo_over_real_http() -> None:
         port = s.getsockname()[1]
     code = ("import sys, typer; sys.argv[0] = 'gpupack'; from scheduler.serve_cli import register; "
             "app = typer.Typer(); app.callback()(lambda: None); register(app); app()")
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--metrics-port", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ MANIFESTS = ROOT / "manifests"
 NS = "gpupack-system"
 NODE_NS = "gpupack-node"  # the agent alone: kubelet's sockets need host folders and root
 SCHEMA_VERSIONS = ("1.36.0", kubernetes_validate.latest_version())  # the fixtures' kube-scheduler, and the newest
-CRD_GROUPS = ("cert-manager.io/",)  # custom resources: no schema in kubernetes-validate
+CRD_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")  # custom resources: no schema in kubernetes-validate
 LOCKED_OVERLAYS = ("base", "overlays/cert-manager", "overlays/self-signed")
 Obj = dict[str, Any]
 
@@ -54,7 +54,8 @@ def _pod_specs(objs: tuple[Obj, ...]) -> list[tuple[Obj, Obj]]:
 
 
 def test_the_expected_kustomizations_exist() -> None:
-    assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig"}
+    assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig",
+                                      "overlays/monitoring"}
 
 
 @pytest.mark.parametrize("path", _kustomizations())
@@ -63,7 +64,7 @@ def test_every_object_validates_against_the_kubernetes_schema(path: str) -> None
     assert objs
     for o in objs:
         if o["apiVersion"].startswith(CRD_GROUPS):
-            assert o["kind"] in ("Issuer", "Certificate") and o["spec"], o["metadata"]["name"]
+            assert o["kind"] in ("Issuer", "Certificate", "ServiceMonitor") and o["spec"], o["metadata"]["name"]
             continue
         for version in SCHEMA_VERSIONS:
             try:
@@ -305,3 +306,44 @@ def test_only_gpupack_may_change_a_pods_record() -> None:
     accounts = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "ServiceAccount"}
     assert named == {("gpupack-system", "gpupack-scheduler"), ("gpupack-node", "gpupack-agent")} and named <= accounts
     assert "gpupack.io/devices" in str(policy["spec"]["variables"]) and policy["spec"]["failurePolicy"] == "Fail"
+
+
+METRICS_PORTS = {"serve": 9400, "webhook": 9401, "agent": 9402}
+
+
+@pytest.mark.parametrize("path", ["overlays/self-signed", "overlays/monitoring"])
+def test_every_component_serves_metrics_on_its_own_port_that_a_service_names(path: str) -> None:
+    """--metrics-port is a containerPort `metrics` on 0.0.0.0, a Service labelled for the ServiceMonitor targets
+    it, the prometheus.io annotations agree, and no serving port (the webhook's TLS, the verbs') carries it."""
+    objs = render(path)
+    services = [o for o in objs if o["kind"] == "Service" and o["metadata"]["labels"].get("gpupack.io/metrics")]
+    seen = set()
+    for workload, spec in _pod_specs(objs):
+        for c in spec["containers"]:
+            if not c["image"].startswith("gpupack"):
+                continue
+            command = c["args"][0]
+            port = int(_arg(c["args"], "--metrics-port"))
+            assert port == METRICS_PORTS[command] and _arg(c["args"], "--metrics-host") == "0.0.0.0"
+            assert {"name": "metrics", "containerPort": port} in c["ports"], command
+            if command != "agent":  # apart from the serving port
+                assert port != int(_arg(c["args"], "--port")), command
+            ann = workload["spec"]["template"]["metadata"]["annotations"]
+            assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/scrape"] == "true"
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            (svc,) = [sv for sv in services if sv["spec"]["selector"].items() <= labels.items()
+                      and sv["metadata"]["namespace"] == workload["metadata"]["namespace"]]
+            assert svc["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics"}]
+            seen.add(command)
+    assert seen == set(METRICS_PORTS)
+    webhook_svc = _find(objs, "Service", "gpupack-webhook")
+    assert [p["name"] for p in webhook_svc["spec"]["ports"]] == ["https"]  # metrics never beside /mutate
+    if path == "overlays/monitoring":
+        sm = _find(objs, "ServiceMonitor", "gpupack")
+        assert sm["spec"]["selector"]["matchLabels"] == {"gpupack.io/metrics": "true"}
+        assert set(sm["spec"]["namespaceSelector"]["matchNames"]) == {o["metadata"]["namespace"] for o in services}
+        assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"]
+        dash = _find(objs, "ConfigMap", "gpupack-grafana-dashboard")
+        assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert dash["data"]["gpupack-dashboard.json"] == (MANIFESTS / "components/monitoring/gpupack-dashboard.json"
+                                                          ).read_text()

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 import webhook.review
 from webhook.app import _read_body, _TooLarge, create_app
@@ -93,11 +94,16 @@ def test_other_kinds_and_operations_are_allowed_unpatched(client: TestClient, re
     assert r.json()["response"] == {"uid": "u-1", "allowed": True}
 
 
+def _metrics(client: TestClient) -> str:
+    return generate_latest(client.app.state.metrics.registry).decode()  # type: ignore[attr-defined]
+
+
 def test_metrics_count_admissions_by_result(client: TestClient) -> None:
     client.post("/mutate", content=json.dumps(review()).encode())
     client.post("/mutate", content=json.dumps(review(gpu_pod("99"))).encode())
     client.post("/mutate", content=b"nope")
-    text = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 404  # never on the TLS port next to /mutate: a port of its own
+    text = _metrics(client)
     assert 'gpupack_webhook_admissions_total{result="patched"} 1.0' in text
     assert 'gpupack_webhook_admissions_total{result="denied"} 1.0' in text
     assert 'gpupack_webhook_admissions_total{result="invalid"} 1.0' in text
@@ -114,7 +120,7 @@ def test_a_bug_is_answered_not_crashed(client: TestClient, monkeypatch: pytest.M
     assert r.status_code == 200
     resp = r.json()["response"]
     assert resp["uid"] == "u-1" and resp["allowed"] is False and resp["status"]["code"] == 500
-    assert 'result="error"' in client.get("/metrics").text
+    assert 'result="error"' in _metrics(client)
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),

@@ -1,4 +1,7 @@
-"""The webhook's HTTP edge (FastAPI): POST /mutate (AdmissionReview v1), GET /healthz, GET /metrics.
+"""The webhook's HTTP edge (FastAPI): POST /mutate (AdmissionReview v1), GET /healthz.
+
+Its metrics (`Metrics.registry`) are served on a port of their own by webhook/server.py, never here
+next to /mutate on the TLS port.
 
 The body is read by hand, capped in size and time, and parsed once with orjson; a body that is not
 an AdmissionReview gets HTTP 400 with a Status message, every other outcome an AdmissionReview
@@ -16,17 +19,11 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
+from scheduler.logfmt import about
 from webhook.admit import PREFIX, Policy
-from webhook.review import BadReview, decide, parse_review, respond, review_response
+from webhook.review import BadReview, Review, decide, parse_review, respond, review_response
 from webhook.settings import WebhookSettings
 
 log = logging.getLogger("gpupack.webhook")
@@ -122,10 +119,6 @@ def create_app(settings: WebhookSettings, metrics: Metrics | None = None) -> Fas
     async def healthz() -> Response:
         return Response(b"ok", media_type="text/plain")
 
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
-
     return app
 
 
@@ -142,10 +135,19 @@ def _answer(body: bytes | Response, policy: Policy) -> tuple[str, Response]:
     except BadReview as e:
         return "invalid", _status(400, "BadRequest", str(e))
     except Exception:  # a bug must not turn into a crash or a hang; the apiserver's failurePolicy decides
-        log.exception("admission of %s failed", review.uid)
+        log.exception("admission of %s failed", review.uid, extra=about(_pod(review)))
         doc = review_response(uid=review.uid, allowed=False, code=500, reason="InternalError",
                               message=PREFIX + "internal error in the webhook; see its log")
         return "error", Response(orjson.dumps(doc), media_type=JSON)
     if d.allowed is False:
-        log.info("denied %s: %s", review.uid, d.message)
+        log.info("denied %s: %s", review.uid, d.message, extra=about(_pod(review)))
     return d.result, Response(orjson.dumps(respond(review, d)), media_type=JSON)
+
+
+def _pod(review: Review) -> str:
+    """namespace/name of the reviewed pod for the log (generateName and a * before the apiserver names it)."""
+    meta = review.obj.get("metadata") if isinstance(review.obj, dict) else None
+    if not isinstance(meta, dict):
+        return ""
+    name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "")
+    return f"{meta.get('namespace') or ''}/{name}" if name else ""

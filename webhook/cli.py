@@ -12,7 +12,10 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from scheduler.logfmt import HELP as FORMAT_HELP
 from scheduler.loglevel import HELP as LOG_HELP
+from scheduler.metricsport import HELP as METRICS_HELP
+from scheduler.metricsport import HOST_HELP as METRICS_HOST_HELP
 from webhook.settings import WebhookSettings
 
 
@@ -39,14 +42,25 @@ def webhook(
     insecure_http: Annotated[bool | None, typer.Option(
         "--insecure-http", help="plain HTTP on a loopback address, for local trials")] = None,
     log_level: Annotated[str | None, typer.Option(help=LOG_HELP + " (default info)")] = None,
+    log_format: Annotated[str | None, typer.Option(help=FORMAT_HELP + " (default text)")] = None,
+    access_log: Annotated[bool | None, typer.Option("--access-log", help="uvicorn's access log, in the log format")]
+    = None,
+    metrics_host: Annotated[str | None, typer.Option(help=METRICS_HOST_HELP + " (default 127.0.0.1)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=METRICS_HELP + " (default 9401)")] = None,
 ) -> None:
-    """Serve the mutating admission webhook (POST /mutate, GET /healthz, GET /metrics)."""
+    """Serve the mutating admission webhook (POST /mutate, GET /healthz; GET /metrics on --metrics-port)."""
     settings = _settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, scheduler_name=scheduler_name,
                          runtime_class=runtime_class, max_gpus_per_node=max_gpus_per_node,
-                         model_affinity=model_affinity, insecure_http=insecure_http, log_level=log_level)
+                         model_affinity=model_affinity, insecure_http=insecure_http, log_level=log_level,
+                         log_format=log_format, access_log=access_log, metrics_host=metrics_host,
+                         metrics_port=metrics_port)
     from webhook.server import serve  # uvicorn only when serving
 
-    serve(settings)
+    try:
+        serve(settings)
+    except OSError as e:  # the metrics port (or the TLS port) is taken
+        typer.echo(f"gpupack webhook: cannot listen: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def webhook_config(

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import uvicorn
 
+from scheduler.logfmt import setup as setup_logging
+from scheduler.metricsport import MetricsServer, serve_metrics
 from webhook.app import Metrics, create_app
 from webhook.settings import WebhookSettings
 from webhook.tls import CertReloader
@@ -41,7 +43,8 @@ def build_server(
         kw["ssl_context_factory"] = factory
     config = uvicorn.Config(
         create_app(settings, m), host=settings.host, port=settings.port, log_level=settings.log_level,
-        access_log=False, lifespan="off", timeout_keep_alive=30,  # the apiserver keeps connections open
+        log_config=None, access_log=settings.access_log, lifespan="off",  # logging: scheduler/logfmt.py
+        timeout_keep_alive=30,  # the apiserver keeps connections open
         limit_concurrency=1000, **kw,  # type: ignore[arg-type]
     )
     if reloader is not None and not factory_ok:
@@ -50,9 +53,17 @@ def build_server(
     return uvicorn.Server(config), reloader
 
 
+def start_metrics(settings: WebhookSettings, metrics: Metrics) -> MetricsServer | None:
+    """The webhook's /metrics on its own plain-HTTP port (none on the TLS port next to /mutate)."""
+    return serve_metrics(settings.metrics_host, settings.metrics_port, metrics.registry)
+
+
 def serve(settings: WebhookSettings) -> None:
     """Serve until SIGINT/SIGTERM."""
-    server, _ = build_server(settings)
+    setup_logging(settings.log_level, settings.log_format)
+    m = Metrics.create()
+    server, _ = build_server(settings, m)
+    start_metrics(settings, m)
     # Everything imported so far (FastAPI, pydantic, numpy, OR-Tools...) lives forever: keep it out of
     # the collector's full passes, which otherwise stall an admission for milliseconds now and then.
     gc.collect()

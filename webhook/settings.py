@@ -14,7 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from binpack.types import MAX_GPUS_PER_NODE
+from scheduler.logfmt import log_format
 from scheduler.loglevel import log_level
+from scheduler.metricsport import WEBHOOK_PORT
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -45,11 +47,21 @@ class WebhookSettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 2**20, ge=2**16, le=64 * 2**20)
     body_timeout_s: float = Field(default=10.0, gt=0, le=60)
     log_level: str = "info"
+    log_format: str = "text"  # text or json, as serve and agent (scheduler/logfmt.py)
+    access_log: bool = False  # uvicorn's access log, in log_format
+    # /metrics: plain HTTP on a port of its own, never on the TLS port next to /mutate (0: off)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=WEBHOOK_PORT, ge=0, le=65535)
 
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
         return log_level(v)
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        return log_format(v)
 
     @model_validator(mode="after")
     def _safe(self) -> WebhookSettings:
@@ -62,6 +74,8 @@ class WebhookSettings(BaseSettings):
             raise ValueError("insecure_http and tls_cert exclude each other")
         if self.insecure_http and not is_loopback(self.host):
             raise ValueError(f"insecure_http serves plain HTTP and is refused on {self.host}; use 127.0.0.1")
+        if self.metrics_port == self.port:
+            raise ValueError(f"metrics_port and port are both {self.port}: metrics have a port of their own")
         if not _DNS_SUBDOMAIN.match(self.scheduler_name):
             raise ValueError(f"scheduler_name {self.scheduler_name!r} is not a DNS subdomain")
         if self.runtime_class and not _DNS_SUBDOMAIN.match(self.runtime_class):

@@ -29,8 +29,14 @@ from scheduler.agent.handoff import Mode
 from scheduler.agent.kubeletapi import DEVICE_PLUGIN_PATH, POD_RESOURCES_SOCKET
 from scheduler.agent.publish import run
 from scheduler.agent.service import HandoffOptions, advertised_table, start_handoff
+from scheduler.logfmt import HELP as FORMAT_HELP
+from scheduler.logfmt import log_format as log_format_of
+from scheduler.logfmt import setup as setup_logging
 from scheduler.loglevel import HELP as LOG_HELP
 from scheduler.loglevel import log_level as log_level_of
+from scheduler.metricsport import AGENT_PORT, serve_metrics
+from scheduler.metricsport import HELP as METRICS_HELP
+from scheduler.metricsport import HOST_HELP as METRICS_HOST_HELP
 
 log = logging.getLogger("gpupack.agent")
 
@@ -82,15 +88,20 @@ def agent(
     cdi_dir: Annotated[list[Path] | None, typer.Option(help="CDI spec folders to check (repeat)")] = None,
     health_interval: Annotated[float, typer.Option(min=1.0, help="seconds between device health reads")] = 10.0,
     reconcile_interval: Annotated[float, typer.Option(min=1.0, help="seconds between PodResources checks")] = 30.0,
-    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help="Prometheus metrics port (0: off)")] = 0,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535, help=METRICS_HELP + "; not with --once")] = AGENT_PORT,
+    metrics_host: Annotated[str, typer.Option(help=METRICS_HOST_HELP)] = "127.0.0.1",
+    log_format: Annotated[str, typer.Option(help=FORMAT_HELP)] = "text",
 ) -> None:
     """Discover this node's GPUs (NVML) and publish them as its gpupack.io/gpu-inventory annotation."""
     try:
         level = log_level_of(log_level)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--log-level") from None
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        fmt = log_format_of(log_format)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-format") from None
+    setup_logging(level, fmt, node=node_name, stream=sys.stderr)  # every line names this node
     if not show and not node_name:
         raise typer.BadParameter("set NODE_NAME (downward API spec.nodeName) or pass --node-name, or use --print",
                                  param_hint="--node-name")
@@ -99,7 +110,13 @@ def agent(
     opts = HandoffOptions(
         enabled=device_plugin, mode=handoff, share_slots=share_slots, plugin_dir=plugin_dir,
         pod_resources=pod_resources, cdi_dirs=tuple(cdi_dir) if cdi_dir else tuple(Path(d) for d in DEFAULT_DIRS),
-        health_s=health_interval, reconcile_s=reconcile_interval, metrics_port=metrics_port)
+        health_s=health_interval, reconcile_s=reconcile_interval)
+    if not once:  # the agent's registry: discovery, NVML errors, inventory age, the device plugin's
+        try:
+            serve_metrics(metrics_host, metrics_port)
+        except OSError as e:
+            raise typer.BadParameter(f"cannot listen on {metrics_host}:{metrics_port}: {e}",
+                                     param_hint="--metrics-port") from None
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main_thread else None
     try:

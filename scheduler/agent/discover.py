@@ -22,6 +22,7 @@ import orjson
 from binpack import Gpu, MigInstance, MigMode
 from scheduler.agent import links, migdev
 from scheduler.agent import nvml as nv
+from scheduler.agent.metrics import NVML_ERRORS
 from scheduler.agent.nvml import Handle, Nvml
 from scheduler.inventory import encode_inventory
 
@@ -103,9 +104,11 @@ def discover(nvml: Nvml, dynamic_mig: bool = False) -> Inventory:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as e:
+        NVML_ERRORS.labels("init").inc()
         return unavailable(f"NVML did not start: {nv.describe(e)}; is the NVIDIA driver loaded and the pod "
                            "running with the nvidia runtime class?")
     except OSError as e:  # a broken libnvidia-ml.so that ctypes cannot load
+        NVML_ERRORS.labels("init").inc()
         return unavailable(f"NVML library could not be loaded: {e}")
     try:
         return _discover(nvml, dynamic_mig)
@@ -118,6 +121,7 @@ def _discover(nvml: Nvml, dynamic_mig: bool) -> Inventory:
     try:
         count = int(nvml.nvmlDeviceGetCount())
     except nvml.NVMLError as e:
+        NVML_ERRORS.labels("device_count").inc()
         return unavailable(f"NVML could not count GPUs: {nv.describe(e)}")
     probes = [_probe(nvml, i, dynamic_mig) for i in range(count)]
     readable = Counter((p.model, p.memory_mib) for p in probes if p.model and p.memory_mib)
@@ -141,12 +145,14 @@ def _probe(nvml: Nvml, i: int, dynamic_mig: bool) -> _Probe:
         p.uuid = nv.text(nvml.nvmlDeviceGetUUID(p.handle))
         p.bus = nv.bus_key(nv.text(nvml.nvmlDeviceGetPciInfo(p.handle).busId))
     except nvml.NVMLError as e:
+        NVML_ERRORS.labels("device").inc()
         p.healthy = False
         p.notes.append(f"GPU {i} is unhealthy: {nv.describe(e)}")
         return p
     try:
         _read_mig(nvml, p, dynamic_mig)
     except nvml.NVMLError as e:
+        NVML_ERRORS.labels("mig").inc()
         p.healthy = False  # a MIG-enabled GPU whose layout is unknown cannot be handed out whole
         p.mig_mode, p.instances = MigMode.NONE, ()
         p.notes.append(f"GPU {i}: MIG layout unreadable, marked unhealthy: {nv.describe(e)}")

@@ -27,6 +27,7 @@ from scheduler.agent.kubeletapi import HEALTHY, KUBELET_SOCKET, UNHEALTHY, VERSI
 from scheduler.agent.kubeletapi import deviceplugin_pb2 as pb
 from scheduler.agent.kubeletapi import deviceplugin_pb2_grpc as pb_grpc
 from scheduler.agent.metrics import ALLOCATIONS, CORRECTIONS
+from scheduler.logfmt import about
 
 log = logging.getLogger("gpupack.agent.plugin")
 Key = tuple[str, str, str]  # namespace, pod, container
@@ -171,14 +172,15 @@ class DevicePlugins:
             msg = (f"kubelet allocated {', '.join(answer.correction)} to container {b.container!r} where gpupack "
                    f"booked {', '.join(b.devices)}; the container gets what kubelet allocated and the record is "
                    "corrected")
-            log.warning("pod %s: %s", b.pod, msg)
+            log.warning("pod %s: %s", b.pod, msg, extra=about(b.pod))
             try:
                 self.source.correct(b, answer.correction, msg)
             except Exception as e:  # the reconciler retries from PodResources
-                log.warning("pod %s: record not corrected yet: %s", b.pod, e)
+                log.warning("pod %s: record not corrected yet: %s", b.pod, e, extra=about(b.pod))
         else:
             ALLOCATIONS.labels(resource=resource, outcome="booked").inc()
-            log.info("Allocate %s: pod %s container %r gets %s", resource, b.pod, b.container, ", ".join(ids))
+            log.info("Allocate %s: pod %s container %r gets %s", resource, b.pod, b.container, ", ".join(ids),
+                     extra=about(b.pod))
         return answer
 
     def allocate_response(self, resource: str, request: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from scheduler.agent import metrics
 from scheduler.agent.discover import Inventory
 from scheduler.inventory import INVENTORY
 
@@ -67,7 +68,11 @@ def run(discover: Callable[[], Inventory], interval_s: float, stop: threading.Ev
             elif publish(api, node, text):
                 log.info("node %s: published %s (%d bytes)", node, INVENTORY, len(text))
             last = text
+            metrics.published()
+            metrics.observe_inventory(inv.gpus, inv.status == "ok")
+            metrics.PASSES.labels("ok").inc()
         except Exception as e:  # an API or NVML surprise: log it, keep the loop (never a crash loop)
+            metrics.PASSES.labels("failed").inc()
             log.warning("agent pass failed: %s: %s", type(e).__name__, e)
         beat(heartbeat)
         if once or stop.wait(interval_s):

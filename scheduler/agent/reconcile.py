@@ -17,6 +17,7 @@ from scheduler.agent import handoff as ho
 from scheduler.agent.metrics import MISMATCHES
 from scheduler.agent.plugin import DevicePlugins
 from scheduler.agent.podresources import Allocated
+from scheduler.logfmt import about
 
 log = logging.getLogger("gpupack.agent.reconcile")
 
@@ -33,15 +34,16 @@ def reconcile_once(plugins: DevicePlugins, list_allocated: Callable[[], Allocate
         b = by_key.get(((m.namespace, m.name, m.container), m.resource))
         if b is None:
             log.warning("pod %s/%s container %r holds %s %s that no gpupack record books", m.namespace, m.name,
-                        m.container, m.resource, ", ".join(m.kubelet))
+                        m.container, m.resource, ", ".join(m.kubelet), extra=about(f"{m.namespace}/{m.name}"))
             continue
         msg = (f"kubelet's PodResources gives container {m.container!r} {', '.join(m.kubelet)} where gpupack's "
                f"record says {', '.join(m.record)}; the record is corrected to kubelet's devices")
-        log.warning("pod %s/%s: %s", m.namespace, m.name, msg)
+        log.warning("pod %s/%s: %s", m.namespace, m.name, msg, extra=about(f"{m.namespace}/{m.name}"))
         try:
             plugins.source.correct(b, m.kubelet, msg)
         except Exception as e:
-            log.warning("pod %s/%s: record not corrected: %s", m.namespace, m.name, e)
+            log.warning("pod %s/%s: record not corrected: %s", m.namespace, m.name, e,
+                        extra=about(f"{m.namespace}/{m.name}"))
     return found
 
 

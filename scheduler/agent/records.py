@@ -18,6 +18,7 @@ import orjson
 from binpack import Gpu
 from scheduler.agent.handoff import Booking
 from scheduler.devices import DEVICES, corrected
+from scheduler.logfmt import about
 
 log = logging.getLogger("gpupack.agent.records")
 CORRECTED_REASON = "GpupackDevicesCorrected"
@@ -68,7 +69,8 @@ class KubePodSource:
         try:
             self.api.create_namespaced_event(meta.get("namespace"), body, _request_timeout=_TIMEOUT)
         except Exception as e:
-            log.warning("event on %s/%s not written: %s", meta.get("namespace"), meta.get("name"), e)
+            log.warning("event on %s/%s not written: %s", meta.get("namespace"), meta.get("name"), e,
+                        extra=about(f"{meta.get('namespace')}/{meta.get('name')}"))
 
 
 __all__ = ["CORRECTED_REASON", "KubePodSource"]

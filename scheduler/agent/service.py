@@ -38,7 +38,6 @@ class HandoffOptions:
     cdi_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_DIRS)
     health_s: float = 10.0
     reconcile_s: float = 30.0
-    metrics_port: int = 0
 
 
 def cdi_check(offers: dict[str, tuple[ho.Device, ...]], specs: CdiSpecs, mode: ho.Mode) -> list[str]:
@@ -74,10 +73,6 @@ def start_handoff(opts: HandoffOptions, api: Any, node: str, find: Callable[[], 
                   stop: threading.Event) -> DevicePlugins:
     """Serve the device plugin until `stop`: register with kubelet (retried until kubelet is there),
     re-read device health every `health_s`, reconcile with PodResources every `reconcile_s`."""
-    if opts.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(opts.metrics_port)
     inv = find()
     current: list[Sequence[Gpu]] = [inv.gpus]
     source = KubePodSource(api, node, lambda: current[0])

@@ -17,6 +17,7 @@ from binpack import DemandKind
 from scheduler.dra.claims import GPU_CLASS, MIG_CLASS, InvalidClaim, read_claim
 from scheduler.dra.demand import claim_refs, uses_claims
 from scheduler.dra.state import DraState
+from scheduler.logfmt import about
 from scheduler.state.binder import Binder, BindResult
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError, DraApi, KubeApi, Obj
@@ -92,6 +93,7 @@ class ClaimBinder(Binder):
                 return [], (f"gpupack: resourceclaim {ns}/{cname} is allocated on {c.node}, not {node}", "conflict")
             out.append(obj)
         if not out and not uses_claims(pod):
-            log.info("pod %s/%s on DRA node %s has no claim; bound as kube-scheduler chose", ns,
-                     (pod.get("metadata") or {}).get("name"), node)
+            name = (pod.get("metadata") or {}).get("name")
+            log.info("pod %s/%s on DRA node %s has no claim; bound as kube-scheduler chose", ns, name, node,
+                     extra=about(f"{ns}/{name}", node))
         return out, None

@@ -21,6 +21,7 @@ from binpack import Node, Placement
 from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
+from scheduler.logfmt import about
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import Obj, WatchEvent
@@ -116,7 +117,7 @@ class DraState:
         if live:
             inv = inventory(d for s in sorted(live, key=lambda s: s.name) for d in s.devices)
             for why in inv.skipped:
-                log.warning("node %s: DRA device left out: %s", node, why)
+                log.warning("node %s: DRA device left out: %s", node, why, extra=about(node=node))
             self.inventories[node] = inv
             self._pools.update((s.pool, node) for s in live)
         else:
@@ -248,7 +249,7 @@ class DraState:
             return req  # not cached: the claims arrive soon
         out, why = claims_demand(req, claims)
         if why:
-            log.info("pod %s/%s: %s", ns, req.name, why)
+            log.info("pod %s/%s: %s", ns, req.name, why, extra=about(f"{ns}/{req.name}"))
         self._demands[key] = out
         if len(self._demands) > self._request_cache:
             self._demands.popitem(last=False)

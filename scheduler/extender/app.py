@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.state import DraState
+from scheduler.events import EventRecorder
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.routes import Deps, build_router
 from scheduler.extender.verdicts import Engine
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     engine = Engine()
     groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
     groups.install(engine, binder)
+    events = EventRecorder(api, on_result=lambda reason, result: metrics.events.labels(reason, result).inc())
+    groups.events, binder.on_failed = events, events.bind_failed  # Events on pods (scheduler/events.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
             yield
         finally:
             watcher.stop()
+            events.close()
 
     app = FastAPI(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -85,4 +89,5 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     app.state.groups = groups
     app.state.api = api
     app.state.dra = dra
+    app.state.events = events
     return app

@@ -4,7 +4,8 @@ Latency per verb, filter rejections by reason, binds by outcome, internal errors
 type, watch errors and the delay
 between a watch event's arrival and its application (the window in which filter could still answer
 from the old state), plus gauges read from the state at scrape time: GPUs in use, cluster
-fragmentation, nodes, assumed allocations, readiness.
+fragmentation, nodes, assumed allocations, readiness, and (cluster_metrics.py) GPUs and MIG slices per model
+and pending pods by reason. Served on the verbs' port and on the metrics port (scheduler/metricsport.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from binpack.catalog import FULL_MILLI
+from scheduler.extender.cluster_metrics import ClusterCollector
 from scheduler.state.cluster import ClusterState
 
 _FAST = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -42,7 +44,11 @@ class Metrics:
         self.event_lag = Histogram("gpupack_watch_event_apply_seconds",
                                    "From a watch event's arrival to its application to the state",
                                    buckets=_FAST, registry=r)
+        self.events = Counter("gpupack_events_total", "Kubernetes Events gpupack wrote on pods, by reason "
+                              "and result (written, failed, dropped: the queue was full)",
+                              ["reason", "result"], registry=r)
         r.register(_StateCollector(state))
+        r.register(ClusterCollector(state))  # per model, MIG slices, pending pods: the dashboard's figures
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -48,6 +48,7 @@ class Binder:
         self.api = api
         self.on_result = on_result
         self.hook = hook  # test seam: called with the step name before each API call
+        self.on_failed: Callable[[str, str, str, str, str], None] | None = None  # (ns, name, uid, node, error)
         # under the node and state locks: the devices reserved for the pod (a pod group's plan), a refusal, or None
         self.reservation: Callable[[str, PodRequest, str], Placement | str | None] | None = None
         self._node_locks: dict[str, threading.Lock] = {}
@@ -64,7 +65,10 @@ class Binder:
                 return self._done(f"gpupack: a bind of pod {namespace}/{name} is already in progress", "conflict")
             self._inflight.add(uid)
         try:
-            return self._done(*self._bind(namespace, name, uid, node))
+            r = self._done(*self._bind(namespace, name, uid, node))
+            if r.error and self.on_failed is not None:  # an Event on the pod says why (scheduler/events.py)
+                self.on_failed(namespace, name, uid, node, r.error)
+            return r
         finally:
             with self._guard:
                 self._inflight.discard(uid)

@@ -423,6 +423,12 @@ class ClusterState:
         with self.lock:
             return {u: self.ledger.bookings[u] for u in self.ledger.assumed}
 
+    def pending(self) -> list[PodEntry]:
+        """GPU pods not bound to a node and not finished, bind in flight excluded (the metrics read them)."""
+        with self.lock:
+            return [p for p in self._pods.values() if not p.node and p.phase not in TERMINAL
+                    and p.request is not None and p.request.managed and self.ledger.get(p.uid) is None]
+
     def pods_on(self, node: str) -> list[PodEntry]:
         with self.lock:
             return [p for p in self._pods.values() if p.node == node and p.active]

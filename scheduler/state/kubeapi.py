@@ -234,6 +234,10 @@ class KubernetesApi:
         doc: Obj = orjson.loads(resp.data)
         return doc
 
+    def create_event(self, namespace: str, body: Obj) -> None:
+        """A core/v1 Event (scheduler/events.py writes them on pods)."""
+        self._call(self._core.create_namespaced_event, namespace, body)
+
     def create_binding(self, namespace: str, name: str, uid: str, node: str,
                        annotations: Mapping[str, str] | None = None) -> None:
         from kubernetes import client

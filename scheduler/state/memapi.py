@@ -65,6 +65,7 @@ class MemoryApi:
         self._rng = random.Random(self.faults.seed)
         self.adopt = adopt
         self.calls: dict[str, int] = {}
+        self.events: deque[Obj] = deque(maxlen=10_000)  # Events written (scheduler/events.py); no faults injected
         for n in nodes or []:
             self.put_node(n)
         for p in pods or []:
@@ -258,6 +259,11 @@ class MemoryApi:
                                                                                    "annotations": ann}})
             self._record("pod", "MODIFIED", obj)
         self._answer("patch", after)
+
+    def create_event(self, namespace: str, body: Obj) -> None:
+        with self._cv:
+            self._count("event")
+            self.events.append({**body, "metadata": {**(body.get("metadata") or {}), "namespace": namespace}})
 
     def create_binding(self, namespace: str, name: str, uid: str, node: str,
                        annotations: Mapping[str, str] | None = None) -> None:
