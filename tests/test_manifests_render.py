@@ -150,6 +150,8 @@ def test_dynamic_mig_relaxes_only_the_agent() -> None:
             continue
         (agent,) = spec["containers"]
         sc = agent["securityContext"]
+        base_agent = _find(render("overlays/self-signed"), "DaemonSet", "gpupack-agent")
+        assert agent["args"] == [*base_agent["spec"]["template"]["spec"]["containers"][0]["args"], "--dynamic-mig"]
         assert "--dynamic-mig" in agent["args"]
         assert {"name": "NVIDIA_MIG_CONFIG_DEVICES", "value": "all"} in agent["env"]
         # what creating MIG instances needs and no more: root with CAP_SYS_ADMIN alone, not privileged
