@@ -51,6 +51,7 @@ class FakeKubelet(pb_grpc.RegistrationServicer):
         self.endpoints: dict[str, str] = {}
         self._server: grpc.Server | None = None
         self._streams: list[threading.Thread] = []
+        self._calls: list[Any] = []  # open ListAndWatch streams, cancelled by stop()
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -70,6 +71,8 @@ class FakeKubelet(pb_grpc.RegistrationServicer):
     def _watch(self, resource: str, endpoint: str) -> None:
         with self._channel(endpoint) as ch:
             stream = pb_grpc.DevicePluginStub(ch).ListAndWatch(pb.Empty(), timeout=60)
+            with self._lock:
+                self._calls.append(stream)
             try:
                 for resp in stream:
                     with self._lock:
@@ -91,7 +94,16 @@ class FakeKubelet(pb_grpc.RegistrationServicer):
         return self
 
     def stop(self) -> None:
+        """Stop serving and end every stream: no gRPC thread outlives the test (a gRPC call still open at
+        interpreter exit can crash it)."""
         self._stop.set()
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for c in calls:
+            c.cancel()
+        for t in self._streams:
+            t.join(5)
+        self._streams = [t for t in self._streams if t.is_alive()]
         if self._server is not None:
             self._server.stop(grace=0.2).wait(2)
             self._server = None
