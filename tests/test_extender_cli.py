@@ -109,3 +109,12 @@ def test_serve_demo_over_real_http() -> None:
         _, err = proc.communicate(timeout=15)
     # uvicorn shuts down gracefully (the lifespan stops the watch threads), then re-raises SIGTERM
     assert "Application shutdown complete" in err and proc.returncode in (0, -15)
+
+
+def test_every_component_registers_its_commands() -> None:
+    """A component whose import fails is an error, not a command silently missing from --help."""
+    from scheduler.cli import app
+
+    names = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups}
+    assert {"serve", "webhook", "agent", "bench", "report", "explain", "demo"} <= names, names

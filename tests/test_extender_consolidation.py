@@ -5,7 +5,7 @@ score, its random pick would undo the consolidation that gpupack's float scores 
 
 from pathlib import Path
 
-from tests.extender_support import args, fixture_nodes, pod, post, serve
+from extender_support import args, fixture_nodes, pod, post, serve
 
 
 def test_one_node_alone_at_ten_and_bind_fills_it(shared: Path) -> None:

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
+from extender_support import fixture_nodes, pod
+from extender_support import load as load_fixture
 from typer.testing import CliRunner
 
 from benchmarks.report_bench import make_dump, run_report_bench
@@ -24,8 +26,6 @@ from scheduler.report.analyze import pending, per_model, read
 from scheduler.report.dump import DumpError, load, split
 from scheduler.report.explain import explain
 from scheduler.report.replay import POLICIES, replay
-from tests.extender_support import fixture_nodes, pod
-from tests.extender_support import load as load_fixture
 
 Obj = dict[str, Any]
 runner = CliRunner()
