@@ -32,9 +32,10 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0)
     mix_refresh_s: float = Field(default=2.0, ge=0)
     log_level: str = "info"
-    # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations
-    # (docs/dra.md); "off" ignores DRA. gpupack writing allocations itself is not built yet.
-    dra_mode: Literal["observe", "off"] = "observe"
+    # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations;
+    # "allocate" makes gpupack the allocator of the GPU classes (the profile disables DynamicResources) and
+    # writes the claims at bind; "off" ignores DRA (docs/dra.md)
+    dra_mode: Literal["observe", "allocate", "off"] = "observe"
 
     @field_validator("url_prefix")
     @classmethod

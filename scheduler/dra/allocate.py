@@ -121,6 +121,7 @@ class NodeDevices:
     inventory: DraInventory
     raw: Mapping[str, Mapping[str, Any]]  # device name -> slice JSON of the device
     env: Mapping[str, Any]  # device name -> CEL device
+    pools: Mapping[str, str] = field(default_factory=dict)  # device name -> its slice's pool
     _match: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def accepts(self, expr: str, name: str) -> bool:

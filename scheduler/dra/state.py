@@ -30,6 +30,7 @@ from scheduler.state.ledger import Booking
 
 log = logging.getLogger("gpupack.dra")
 SLICES, CLAIMS = "resourceslices", "resourceclaims"
+POD_CLAIM_NAME = "resource.kubernetes.io/pod-claim-name"
 
 
 class DraState:
@@ -149,14 +150,16 @@ class DraState:
             mine = [s for s in self.slices.values() if s.node == node]
             newest = {s.pool: max(t.generation for t in mine if t.pool == s.pool) for s in mine}
             raw: dict[str, Obj] = {}
+            pools: dict[str, str] = {}
             for s in sorted(mine, key=lambda s: s.name):
                 if s.generation != newest[s.pool]:
                     continue
                 for d in ((self._slice_objs.get(s.name) or {}).get("spec") or {}).get("devices") or []:
                     if isinstance(d, Mapping) and d.get("name") in inv.devices:
                         raw[str(d["name"])] = dict(d)
+                        pools[str(d["name"])] = s.pool
             env = {n: device_env(DRIVER, d) for n, d in raw.items()}
-            nd = self._node_devices[node] = NodeDevices(node, inv, raw, env)
+            nd = self._node_devices[node] = NodeDevices(node, inv, raw, env, pools)
             return nd
 
     def _node_of_pool(self, pool: str) -> str:
@@ -278,6 +281,21 @@ class DraState:
                 if c is not None and c.reserved_for == (pod_uid,):
                     out += [ledger.bookings[k].placement for k in self._keys.get(uid, ()) if k in ledger.applied]
             return out
+
+    def generated_claim(self, namespace: str, pod_uid: str, pod_claim: str) -> str:
+        """The name of the claim the resourceclaim controller made for the pod's template claim `pod_claim`
+        (owned by the pod, annotated with the pod claim's name), before the pod's status names it; "" if none."""
+        with self.state.lock:
+            for obj in self.claim_objs.values():
+                meta = _meta(obj)
+                if str(meta.get("namespace") or "") != namespace:
+                    continue
+                owned = any(isinstance(o, Mapping) and o.get("uid") == pod_uid and o.get("controller")
+                            for o in meta.get("ownerReferences") or [])
+                ann = meta.get("annotations") or {}
+                if owned and isinstance(ann, Mapping) and ann.get(POD_CLAIM_NAME) == pod_claim:
+                    return str(meta.get("name") or "")
+            return ""
 
     def claim(self, namespace: str, name: str) -> Claim | None:
         with self.state.lock:
