@@ -197,8 +197,8 @@ def allocate_claims(snap: Snapshot, nd: NodeDevices, claims: Sequence[ClaimSpec]
             for r in c.requests:
                 got = _pick(work, nd, r, combo[r.name])
                 if got is None:
-                    why = (f"request {r.name}: {len(combo[r.name])} free {r.device_class} devices match its selectors"
-                           f"{' and constraints' if c.constraints else ''}, {r.count} needed")
+                    why = (f"request {r.name}: {r.count} needed, {len(combo[r.name])} {r.device_class} devices match "
+                           f"its selectors{' and constraints' if c.constraints else ''} and too few of them are free")
                     break
                 p, d = got
                 work = allocate(work, p)
