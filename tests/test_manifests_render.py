@@ -54,7 +54,8 @@ def _pod_specs(objs: tuple[Obj, ...]) -> list[tuple[Obj, Obj]]:
 
 
 def test_the_expected_kustomizations_exist() -> None:
-    assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig"}
+    assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig",
+                                      "overlays/dra-allocate"}
 
 
 @pytest.mark.parametrize("path", _kustomizations())
