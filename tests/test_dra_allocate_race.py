@@ -87,3 +87,22 @@ def test_racing_binds_on_one_node_never_allocate_a_device_twice(asks: list[str],
             assert api.get_pod(NS, p["metadata"]["name"])["spec"]["nodeName"] == node
         elif not fail and not timeout:
             assert not c.allocated  # refused for want of devices: nothing written
+
+
+def test_a_pods_own_reservation_is_free_for_its_claims() -> None:
+    """A pod group's plan reserved devices for the pod (an assumption under its UID): its claims may take them,
+    and another pod's may not."""
+    claims = [_claim(0, "gpu3"), _claim(1, "gpu3"), _claim(2, "gpu3")]
+    claims[0]["spec"]["devices"]["requests"][0]["exactly"]["count"] = 6
+    pods = [_pod(i) for i in range(3)]
+    api = DraMemoryApi(nodes(), copy.deepcopy(pods), slices(), copy.deepcopy(claims))
+    cluster, dra = state(claims=copy.deepcopy(claims))
+    binder = AllocatingBinder(cluster, api, dra)
+    for p in pods:
+        cluster.request(p)
+    cluster.assume("pod-1", Placement("dra-h100-node", (0, 1, 2)), None)  # pod 1's plan: 3 of the 6 GPUs
+    assert "cannot be allocated" in binder.bind(NS, "p0", "pod-0", "dra-h100-node").error  # 6 wanted, 3 free
+    assert binder.bind(NS, "p1", "pod-1", "dra-h100-node").error == ""
+    assert binder.bind(NS, "p2", "pod-2", "dra-h100-node").error == ""
+    held = sorted(r.device for c in api.list_resource_claims()[0] for r in read_claim(c).results)
+    assert held == [f"gpu-{i}" for i in range(6)]

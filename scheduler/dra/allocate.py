@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from binpack import Conflict, Demand, DemandKind, MigSlot, Placement, Snapshot, allocate, place
+from binpack import Conflict, Demand, DemandKind, MigSlot, Placement, Snapshot, allocate, place, release
 from scheduler.dra.cel import matches
 from scheduler.dra.slices import DRIVER, DraInventory
 
@@ -181,6 +181,16 @@ def _pick(snap: Snapshot, nd: NodeDevices, req: Request, cands: list[str]) -> tu
         if all(c in allowed for c in chosen):  # binpack may build a MIG slot no device publishes (dynamic)
             return p, d
     return None
+
+
+def without(snap: Snapshot, own: Placement | None) -> Snapshot:
+    """The snapshot with the pod's own reservation (a pod group's plan) freed: its claims may use those devices."""
+    if own is None:
+        return snap
+    try:
+        return release(snap, own)
+    except (Conflict, KeyError, ValueError):
+        return snap
 
 
 def allocate_claims(snap: Snapshot, nd: NodeDevices, claims: Sequence[ClaimSpec]) -> Allocation:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from scheduler.dra.allocate import ClaimSpec, Unallocatable, allocate_claims, claim_spec
+from scheduler.dra.allocate import ClaimSpec, Unallocatable, allocate_claims, claim_spec, without
 from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.cel import CelRefused
 from scheduler.dra.claims import InvalidClaim, read_claim
@@ -173,7 +173,9 @@ class AllocatingBinder(ClaimBinder):
             if nd is None:
                 return [], (f"gpupack: node {node} publishes no ResourceSlices of {DRIVER}", "failed")
             try:
-                plan = allocate_claims(self.state.view().snapshot, nd, [s for _, s in todo])
+                own = self.state.booking(uid)  # the pod's group reservation: its claims may take those devices
+                snap = without(self.state.view().snapshot, own.placement if own is not None and own.assumed else None)
+                plan = allocate_claims(snap, nd, [s for _, s in todo])
             except Unallocatable as e:
                 return [], (f"gpupack: {e}", "conflict")
             except CelRefused as e:

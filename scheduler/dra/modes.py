@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from scheduler.dra.allocate import Unallocatable, allocate_claims, claim_spec
+from scheduler.dra.allocate import Unallocatable, allocate_claims, claim_spec, without
 from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.cel import CelRefused
 from scheduler.dra.demand import claim_refs, uses_claims
@@ -55,6 +55,8 @@ class ClaimVeto:
                 except Unallocatable as e:
                     return dict.fromkeys(names, (str(e), False))
         out: dict[str, tuple[str, bool]] = {}
+        own = self.state.booking(req.uid)
+        snap = without(view.snapshot, own.placement if own is not None and own.assumed else None)
         for n in names:
             if only and n != only:
                 out[n] = (f"the pod's claims are allocated on {only}", False)
@@ -66,7 +68,7 @@ class ClaimVeto:
                 out[n] = (f"node {n} publishes no ResourceSlices of {DRIVER}", False)
                 continue
             try:
-                allocate_claims(view.snapshot, nd, specs)
+                allocate_claims(snap, nd, specs)
             except Unallocatable as e:
                 out[n] = (str(e), True)
             except CelRefused as e:
