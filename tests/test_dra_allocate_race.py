@@ -106,3 +106,46 @@ def test_a_pods_own_reservation_is_free_for_its_claims() -> None:
     assert binder.bind(NS, "p2", "pod-2", "dra-h100-node").error == ""
     held = sorted(r.device for c in api.list_resource_claims()[0] for r in read_claim(c).results)
     assert held == [f"gpu-{i}" for i in range(6)]
+
+
+def test_the_watchs_older_states_of_a_claim_do_not_free_what_a_bind_allocated() -> None:
+    """Between the bind's writes and the watch bringing them, the watch may still deliver the claim as it was
+    (no allocation, or only the finalizer): the devices stay taken until a newer state or a revert."""
+    from scheduler.state.kubeapi import WatchEvent
+
+    c = _claim(0, "gpu2")
+    api = DraMemoryApi(nodes(), [_pod(0)], slices(), [copy.deepcopy(c)])
+    cluster, dra = state(claims=[copy.deepcopy(c)])
+    cluster.request(_pod(0))
+    assert AllocatingBinder(cluster, api, dra).bind(NS, "p0", "pod-0", "dra-a100-node").error == ""
+    taken = [k for k in cluster.ledger.recorded() if k.startswith("claim:claim-0:")]
+    assert taken
+    old = {**c, "metadata": {**c["metadata"], "resourceVersion": "1"}}
+    cluster.push("resourceclaims", WatchEvent("MODIFIED", old))
+    cluster.drain()
+    assert [k for k in cluster.ledger.recorded() if k.startswith("claim:claim-0:")] == taken
+    # the claim deallocated later (the pod is gone: the resourceclaim controller clears it): freed
+    stored = api.get_resource_claim(NS, "c0")
+    assert stored is not None
+    newer = {**stored, "status": {}, "metadata": {**stored["metadata"], "resourceVersion": "999999"}}
+    cluster.push("resourceclaims", WatchEvent("MODIFIED", newer))
+    cluster.drain()
+    assert not [k for k in cluster.ledger.recorded() if k.startswith("claim:claim-0:")]
+
+
+def test_a_claim_shared_by_two_pods_is_allocated_once_and_reserved_for_both() -> None:
+    c = _claim(0, "gpu1")
+    pods = [_pod(0), _pod(1)]
+    pods[1]["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimName": "c0"}]
+    api = DraMemoryApi(nodes(), copy.deepcopy(pods), slices(), [copy.deepcopy(c)])
+    cluster, dra = state(claims=[copy.deepcopy(c)])
+    binder = AllocatingBinder(cluster, api, dra)
+    for p in pods:
+        cluster.request(p)
+    assert binder.bind(NS, "p0", "pod-0", "dra-t4-node").error == ""
+    assert "allocated on dra-t4-node, not dra-a100-node" in binder.bind(NS, "p1", "pod-1", "dra-a100-node").error
+    assert binder.bind(NS, "p1", "pod-1", "dra-t4-node").error == ""
+    got = read_claim(api.get_resource_claim(NS, "c0") or {})
+    assert got.reserved_for == ("pod-0", "pod-1") and len(got.results) == 1
+    statuses = [b for k, b in api.claim_writes if k == "status"]
+    assert len(statuses) == 2 and statuses[0]["status"]["allocation"] == statuses[1]["status"]["allocation"]
