@@ -9,6 +9,10 @@ devices), claims and pods that no scheduler serves (schedulerName gpupack-alloc-
 in-process in live mode with GPUPACK_DRA_MODE=allocate; the script posts filter and bind as kube-scheduler would,
 then reads back what the apiserver stored and checks it field by field. Everything it made is deleted at the
 end (KEEP=1 leaves it). The last line is E2E PASSED or E2E FAILED; the exit code matches.
+
+gpupack runs as a ServiceAccount holding exactly the ClusterRoles of manifests/overlays/dra-allocate (renamed
+gpupack-alloc-demo-*), not as admin; first with the dra-allocate role cut down to `update resourceclaims` (no
+`resourceclaims/binding`): that bind must fail with the apiserver's 422 and leave the claim as it was.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from scheduler.settings import Settings
 
 DRA = Path(__file__).resolve().parents[1] / "data" / "dra"
 NS, NODE, SCHED = "gpupack-alloc-demo", "gpupack-alloc-demo-h100", "gpupack-alloc-demo"
+REPO = Path(__file__).resolve().parents[2]
 FINALIZER = "resource.kubernetes.io/delete-protection"
 Obj = dict[str, Any]
 failures: list[str] = []
 
 
 def kubectl(*args: str, body: Obj | None = None, check: bool = True) -> str:
-    if args[0] in ("create", "replace") and "--raw" not in args:
+    if args[0] in ("create", "replace") and "--raw" not in args and args[1:2] != ("token",):
         args = (args[0], "--validate=false", *args[1:])  # the apiserver validates; no openapi download needed
     res = subprocess.run(["kubectl", *args], input=json.dumps(body) if body else None, capture_output=True,
                          text=True, timeout=60)
@@ -134,7 +139,37 @@ def setup(made: list[str]) -> None:
         kubectl("create", "-f", "-", body=pod(f"p-{n}", n), check=False)
 
 
+def rbac(full: bool) -> None:
+    """The overlay's ClusterRoles for gpupack's ServiceAccount, renamed; `full` False: no resourceclaims/binding."""
+    objs = [o for o in map(json.loads, [json.dumps(d) for d in __import__("yaml").safe_load_all(
+        kubectl("kustomize", str(REPO / "manifests/overlays/dra-allocate"))) if d])
+            if o["kind"] == "ClusterRole" and o["metadata"]["name"] in ("gpupack-scheduler", "gpupack-dra-allocate")]
+    for role in objs:
+        name = f"{NS}-{role['metadata']['name']}"
+        if role["metadata"]["name"] == "gpupack-dra-allocate" and not full:
+            role["rules"] = [{"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["update"]}]
+        role["metadata"] = {"name": name}
+        kubectl("delete", "clusterrole", name, "--ignore-not-found")
+        kubectl("create", "-f", "-", body=role)
+        kubectl("create", "clusterrolebinding", name, f"--clusterrole={name}",
+                f"--serviceaccount={NS}:gpupack-scheduler", check=False)
+    time.sleep(2)  # the authorizer's informers
+
+
+def sa_kubeconfig() -> str:
+    kubectl("create", "serviceaccount", "gpupack-scheduler", "-n", NS, check=False)
+    token = kubectl("create", "token", "gpupack-scheduler", "-n", NS, "--duration=1h").strip()
+    cfg = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    cfg["users"] = [{"name": "gpupack", "user": {"token": token}}]
+    cfg["contexts"][0]["context"]["user"] = "gpupack"
+    path = Path(f"/tmp/{NS}.kubeconfig")
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
 def teardown(classes: list[str]) -> None:
+    for role in ("gpupack-scheduler", "gpupack-dra-allocate"):
+        kubectl("delete", "clusterrolebinding,clusterrole", f"{NS}-{role}", "--ignore-not-found", check=False)
     # no kube-controller-manager may run here: free the claims ourselves (status, then the finalizer), delete
     # what the namespace holds and finalize it (no namespace controller either); pods have no kubelet: force
     kubectl("delete", "pods", "--all", "-n", NS, "--grace-period=0", "--force", check=False)
@@ -163,11 +198,11 @@ def teardown(classes: list[str]) -> None:
 
 
 def main() -> int:
-    kubeconfig = os.environ.get("KUBECONFIG", "/tmp/verify/pki/admin.kubeconfig")
     classes: list[str] = []
     try:
         setup(classes)
-        run(kubeconfig)
+        rbac(full=False)
+        run(sa_kubeconfig())
     finally:
         if not os.environ.get("KEEP"):
             teardown(classes)
@@ -196,6 +231,13 @@ def run(kubeconfig: str) -> None:
                                            "Node": NODE}).json()
             return f, b
 
+        print("pod p-one-gpu, gpupack without update on resourceclaims/binding:")
+        f, b = filter_bind("one-gpu")
+        print("    bind:", b.get("Error"))
+        c = get("resourceclaim", "one-gpu")
+        check("resourceclaims/binding" in b.get("Error", "") and not c.get("status")
+              and not c["metadata"].get("finalizers"), "refused by the apiserver (422), claim left as it was")
+        rbac(full=True)
         for name in ("one-gpu", "h100-cel", "mig-1g"):
             print(f"pod p-{name}:")
             f, b = filter_bind(name)
