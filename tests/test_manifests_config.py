@@ -140,4 +140,8 @@ def test_the_dra_allocate_configuration_is_the_base_one_without_dynamic_resource
               if d["kind"] == "Deployment" and d["metadata"]["name"] == "gpupack-scheduler"]
     (ext,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "extender"]
     assert {"name": "GPUPACK_DRA_MODE", "value": "allocate"} in ext["env"]
+    (hook,) = [d for d in yaml.safe_load_all(out) if d["kind"] == "MutatingWebhookConfiguration"]
+    rules = hook["webhooks"][0]["rules"]
+    assert any(r["apiGroups"] == ["resource.k8s.io"] and set(r["resources"]) == {
+        "resourceclaims", "resourceclaimtemplates"} and r["operations"] == ["CREATE"] for r in rules)
     assert Settings(dra_mode="allocate").dra_mode == "allocate"
