@@ -62,7 +62,18 @@ class Allocation:
 
 
 def claim_spec(obj: Mapping[str, Any]) -> ClaimSpec:
-    """The allocation-relevant part of a claim; Unallocatable for what gpupack does not allocate."""
+    """The allocation-relevant part of a claim; Unallocatable for what gpupack does not allocate or cannot read."""
+    try:
+        return _claim_spec(obj)
+    except (TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, Unallocatable):
+            raise
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        name = f"{meta.get('namespace', '')}/{meta.get('name', '')}" if isinstance(meta, Mapping) else "?"
+        raise Unallocatable(f"resourceclaim {name} cannot be read: {type(e).__name__}: {e}") from None
+
+
+def _claim_spec(obj: Mapping[str, Any]) -> ClaimSpec:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     where = f"resourceclaim {meta.get('namespace', '')}/{meta.get('name', '')}"
     devices = spec.get("devices") or {}
@@ -165,11 +176,14 @@ def _pick(snap: Snapshot, nd: NodeDevices, req: Request, cands: list[str]) -> tu
     whole = [where[n] for n in cands if where[n][1] is None]
     migs = [where[n][1] for n in cands if where[n][1] is not None]
     tries: list[Demand] = []
-    if whole and not migs:
-        tries.append(Demand.whole(req.count))
-    elif migs and not whole:
-        profiles = sorted({s.profile for s in migs if s is not None})
-        tries += [Demand.mig(p, req.count) for p in profiles]
+    try:
+        if whole and not migs:
+            tries.append(Demand.whole(req.count))
+        elif migs and not whole:
+            profiles = sorted({s.profile for s in migs if s is not None})
+            tries += [Demand.mig(p, req.count) for p in profiles]
+    except ValueError:
+        return None  # a count binpack cannot express (more GPUs than a node has): no node fits
     for d in tries:
         try:
             p = place(blocked, d, nd.node)
