@@ -57,3 +57,14 @@ def test_kubernetes_quantity_and_semver_functions(expr: str, n: int) -> None:
 def test_what_cannot_be_evaluated_is_refused_with_a_message(expr: str, why: str) -> None:
     with pytest.raises(CelRefused, match=why):
         matches(expr, DEVICES["gpu-0"])
+
+
+def test_a_slice_attribute_of_an_unknown_type_is_refused_when_read_and_harmless_otherwise() -> None:
+    dev = {"name": "gpu-9", "attributes": {"type": {"string": "gpu"}, "future": {"float": 1.5}},
+           "capacity": {"memory": {"value": "80Gi"}, "odd": {"value": "lots"}}}
+    env = device_env("gpu.nvidia.com", dev)
+    assert matches("device.attributes['gpu.nvidia.com'].type == 'gpu'", env)
+    assert matches("device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('80Gi')) == 0", env)
+    for expr in ("device.attributes['gpu.nvidia.com'].future > 1.0", "device.capacity['gpu.nvidia.com'].odd.isInteger()"):
+        with pytest.raises(CelRefused, match="no such member"):
+            matches(expr, env)
