@@ -65,6 +65,7 @@ def test_a_slice_attribute_of_an_unknown_type_is_refused_when_read_and_harmless_
     env = device_env("gpu.nvidia.com", dev)
     assert matches("device.attributes['gpu.nvidia.com'].type == 'gpu'", env)
     assert matches("device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('80Gi')) == 0", env)
-    for expr in ("device.attributes['gpu.nvidia.com'].future > 1.0", "device.capacity['gpu.nvidia.com'].odd.isInteger()"):
+    for expr in ("device.attributes['gpu.nvidia.com'].future > 1.0",
+                 "device.capacity['gpu.nvidia.com'].odd.isInteger()"):
         with pytest.raises(CelRefused, match="no such member"):
             matches(expr, env)
