@@ -168,6 +168,7 @@ def sa_kubeconfig() -> str:
 
 
 def teardown(classes: list[str]) -> None:
+    Path(f"/tmp/{NS}.kubeconfig").unlink(missing_ok=True)  # it holds the ServiceAccount's token
     for role in ("gpupack-scheduler", "gpupack-dra-allocate"):
         kubectl("delete", "clusterrolebinding,clusterrole", f"{NS}-{role}", "--ignore-not-found", check=False)
     # no kube-controller-manager may run here: free the claims ourselves (status, then the finalizer), delete
