@@ -61,9 +61,10 @@ class Settings(BaseSettings):
     # /metrics on a port of its own (scheduler/metricsport.py), so that it can listen beyond the loopback
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=EXTENDER_PORT, ge=0, le=65535)  # 0: only on the verbs' port
-    # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations
-    # (docs/dra.md); "off" ignores DRA. gpupack writing allocations itself is not built yet.
-    dra_mode: Literal["observe", "off"] = "observe"
+    # DRA (resource.k8s.io/v1): "observe" reads slices and claims and adopts kube-scheduler's allocations;
+    # "allocate" makes gpupack the allocator of the GPU classes (the profile disables DynamicResources) and
+    # writes the claims at bind; "off" ignores DRA (docs/dra.md)
+    dra_mode: Literal["observe", "allocate", "off"] = "observe"
     tls_cert: Path | None = None  # serve HTTPS with this certificate and tls_key
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (kube-scheduler's)

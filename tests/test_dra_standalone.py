@@ -51,10 +51,11 @@ def test_a_claim_without_uid_is_refused_naming_it(tmp_path: Path) -> None:
         load_dra_objects(f)
 
 
-def test_dra_mode_is_observe_or_off() -> None:
+def test_dra_mode_is_observe_allocate_or_off() -> None:
     assert Settings().dra_mode == "observe"
+    assert Settings(dra_mode="allocate").dra_mode == "allocate"
     with pytest.raises(ValidationError, match="dra_mode"):
-        Settings(dra_mode="allocate")  # type: ignore[arg-type]
+        Settings(dra_mode="write")  # type: ignore[arg-type]
 
 
 def test_dra_off_ignores_slices(tmp_path: Path) -> None:

@@ -115,3 +115,33 @@ def test_docs_show_the_deployed_extender_settings() -> None:
     ours = _extender(yaml.safe_load(CONFIG.read_text()))
     for key in ("urlPrefix", "weight", "nodeCacheCapable", "httpTimeout"):
         assert shown[key] == ours[key], key
+
+
+def test_the_dra_allocate_configuration_is_the_base_one_without_dynamic_resources_or_managed_resources() -> None:
+    """Allocate mode: kube-scheduler must not allocate claims too (DynamicResources off in the profile, as in the
+    fixtures' KAI run) and must send claim-only pods (no managedResources, fixtures README item 1)."""
+    exe = shutil.which("kubectl")
+    assert exe
+    out = subprocess.run([exe, "kustomize", str(ROOT / "manifests" / "overlays" / "dra-allocate")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    (cm,) = [d for d in yaml.safe_load_all(out) if d["kind"] == "ConfigMap"
+             and d["metadata"]["name"].startswith("gpupack-scheduler-config")]
+    got = yaml.safe_load(cm["data"]["scheduler-config.yaml"])
+    base = yaml.safe_load(CONFIG.read_text())
+    kai = yaml.safe_load((ROOT / "tests/data/dra/scheduler-config-kai-dynamicresources-disabled.yaml").read_text())
+    (profile,) = got["profiles"]
+    assert profile["plugins"] == kai["profiles"][0]["plugins"]
+    assert profile["pluginConfig"] == [{"name": "NodeResourcesFit", "args": {"ignoredResources": [MEMORY, COMPUTE]}}]
+    assert "managedResources" not in _extender(got)
+    assert _extender(got) == {k: v for k, v in _extender(base).items() if k != "managedResources"}
+    rest = ("profiles", "extenders")
+    assert {k: v for k, v in got.items() if k not in rest} == {k: v for k, v in base.items() if k not in rest}
+    (dep,) = [d for d in yaml.safe_load_all(out)
+              if d["kind"] == "Deployment" and d["metadata"]["name"] == "gpupack-scheduler"]
+    (ext,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "extender"]
+    assert {"name": "GPUPACK_DRA_MODE", "value": "allocate"} in ext["env"]
+    (hook,) = [d for d in yaml.safe_load_all(out) if d["kind"] == "MutatingWebhookConfiguration"]
+    rules = hook["webhooks"][0]["rules"]
+    assert any(r["apiGroups"] == ["resource.k8s.io"] and set(r["resources"]) == {
+        "resourceclaims", "resourceclaimtemplates"} and r["operations"] == ["CREATE"] for r in rules)
+    assert Settings(dra_mode="allocate").dra_mode == "allocate"

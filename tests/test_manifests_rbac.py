@@ -159,10 +159,19 @@ def granted(objs: tuple[dict[str, Any], ...], sa: str) -> set[Grant]:
 AGENT_DYNAMIC = ("scheduler/agent/dynamic.py",)
 
 
+# DRA allocate mode's writes (scheduler/dra/allocate_bind.py through kubeapi.py), granted by its component only;
+# the apiserver also checks resourceclaims/binding for them (no client call names it: fixtures item 7)
+ALLOCATE = {("resource.k8s.io", "resourceclaims", "update", "*"), ("resource.k8s.io", "resourceclaims/status",
+                                                                   "update", "*")}
+BINDING = {("resource.k8s.io", "resourceclaims/binding", "update", "*")}
+
+
 def needs(sa: str, overlay: str) -> set[Grant]:
     dynamic = "dynamic-mig" in overlay
+    extender = calls(_py("scheduler", exclude=("scheduler/agent",)))
+    extender = extender | BINDING if "dra-allocate" in overlay else extender - ALLOCATE
     return {
-        "gpupack-scheduler": documented("kube-scheduler") | calls(_py("scheduler", exclude=("scheduler/agent",))),
+        "gpupack-scheduler": documented("kube-scheduler") | extender,
         "gpupack-agent": calls(_py("scheduler", "agent", exclude=() if dynamic else AGENT_DYNAMIC)),
         "gpupack-webhook": calls(_py("webhook")),
         "gpupack-webhook-certgen": documented("certgen"),
@@ -186,14 +195,25 @@ def test_the_scanner_maps_client_calls_to_rbac() -> None:
         {("", "bindings", "create", "*"), ("", "nodes", "watch", "*")} <= extender
     # the devices record travels in the Binding's annotations: the extender never patches a pod
     assert ("", "pods", "patch", "*") not in extender
-    # DRA observe mode: slices and claims listed and watched, a pod's claims read fresh at bind; nothing written
+    # DRA observe mode: slices and claims listed and watched, a pod's claims read fresh at bind; allocate mode
+    # writes the claim (finalizer) and its status
     dra = {g for g in extender if g[0] == "resource.k8s.io"}
     assert dra == {("resource.k8s.io", r, v, "*") for r, v in (
         ("resourceslices", "list"), ("resourceslices", "watch"), ("resourceclaims", "list"),
-        ("resourceclaims", "watch"), ("resourceclaims", "get"))}
+        ("resourceclaims", "watch"), ("resourceclaims", "get"))} | ALLOCATE
 
 
-@pytest.mark.parametrize("overlay", ["overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig"])
+def test_only_allocate_mode_may_write_claims_and_it_holds_binding_cluster_wide() -> None:
+    base = granted(render("overlays/self-signed"), "gpupack-scheduler")
+    assert ("resource.k8s.io", "resourceclaims", "update", "*") not in base and not BINDING & base
+    objs = render("overlays/dra-allocate")
+    assert granted(objs, "gpupack-scheduler") >= BINDING
+    (bind,) = [o for o in objs if o["metadata"]["name"] == "gpupack-dra-allocate" and o["kind"] != "ClusterRole"]
+    assert bind["kind"] == "ClusterRoleBinding"  # a namespaced RoleBinding is not enough (fixtures R2)
+
+
+@pytest.mark.parametrize("overlay", ["overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig",
+                                     "overlays/dra-allocate"])
 def test_each_service_account_gets_exactly_what_it_needs(overlay: str) -> None:
     objs = render(overlay)
     accounts = {o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"}
@@ -207,7 +227,7 @@ def test_each_service_account_gets_exactly_what_it_needs(overlay: str) -> None:
                               f"needed but not granted {sorted(want - have)}")
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/self-signed", "overlays/dynamic-mig"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/self-signed", "overlays/dynamic-mig", "overlays/dra-allocate"])
 def test_no_wildcards_no_orphans_and_namespaced_where_possible(overlay: str) -> None:
     objs = render(overlay)
     roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]

@@ -55,7 +55,7 @@ def _pod_specs(objs: tuple[Obj, ...]) -> list[tuple[Obj, Obj]]:
 
 def test_the_expected_kustomizations_exist() -> None:
     assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig",
-                                      "overlays/monitoring"}
+                                      "overlays/monitoring", "overlays/dra-allocate"}
 
 
 @pytest.mark.parametrize("path", _kustomizations())

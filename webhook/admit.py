@@ -30,6 +30,7 @@ from scheduler.podspec import (
     read_pod,
 )
 from scheduler.quantity import parse_quantity
+from webhook.dra import convert
 from webhook.patch import Mutation, Op, build_patch
 from webhook.products import product_values, unknown_models
 
@@ -51,6 +52,7 @@ class Policy:
     runtime_class: str = ""
     max_gpus_per_node: int = 8
     model_affinity: bool = True
+    dra_namespaces: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +220,9 @@ def _model_affinity(pod: Mapping[str, Any], policy: Policy) -> tuple[tuple[str, 
     return product_values(raw), ()
 
 
-def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
+def admit(pod: Mapping[str, Any], policy: Policy, namespace: str = "") -> Decision:
     """Allow a pod that asks for no GPU untouched; deny a malformed GPU request or one that reaches
-    for GPUs around the device plugin; patch a good one."""
+    for GPUs around the device plugin; patch a good one (in a DRA namespace: into claims, webhook/dra.py)."""
     problem = handoff_problem(pod)
     if problem:
         return _deny(problem)
@@ -247,7 +249,12 @@ def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
     if d.kind is DemandKind.WHOLE and d.count > policy.max_gpus_per_node:
         return _deny(f"pod requests {d.count} {GPU} but max per node is {policy.max_gpus_per_node}; ask for at "
                      f"most {policy.max_gpus_per_node}, or split the job into pods of a {A_GROUP}")
-    share, problem = _share_resources(req, spec)
+    dra: tuple[Op, ...] = ()
+    if namespace and namespace in policy.dra_namespaces:
+        dra, problem = convert(pod, req)
+        if problem:
+            return _deny(problem)
+    share, problem = _share_resources(req, spec) if not dra else ((), "")
     if problem:
         return _deny(problem)
     products, notes = _model_affinity(pod, policy) if d.models else ((), ())
@@ -255,5 +262,6 @@ def admit(pod: Mapping[str, Any], policy: Policy) -> Decision:
                  share_resources=(*share, (SHARE_SLOT, "1")) if share else (),
                  slots=() if share else _share_slots(req))  # one write per container: patch ops see the original
     p = build_patch(pod, m)
-    return Decision(True, "patched" if p.ops else "unchanged", patch=p.ops,
+    ops = p.ops + dra
+    return Decision(True, "patched" if ops else "unchanged", patch=ops,
                     warnings=notes + tuple(PREFIX + w for w in p.warnings))

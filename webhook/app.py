@@ -92,7 +92,8 @@ def create_app(settings: WebhookSettings, metrics: Metrics | None = None) -> Fas
     """The webhook ASGI app for one configuration."""
     m = metrics or Metrics.create()
     policy = Policy(scheduler_name=settings.scheduler_name, runtime_class=settings.runtime_class,
-                    max_gpus_per_node=settings.max_gpus_per_node, model_affinity=settings.model_affinity)
+                    max_gpus_per_node=settings.max_gpus_per_node, model_affinity=settings.model_affinity,
+                    dra_namespaces=settings.dra_namespace_set)
     app = FastAPI(title="gpupack webhook", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = m
     app.state.policy = policy

@@ -84,6 +84,19 @@ def webhook_config(
     typer.echo(manifest_text(doc), nl=False)
 
 
+def webhook_dra_templates(
+    namespace: Annotated[str, typer.Argument(help="the namespace that opts in to DRA (allocate mode)")],
+    max_gpus_per_node: Annotated[int, typer.Option(help="the largest GPU node of the cluster")] = 8,
+) -> None:
+    """Print the ResourceClaimTemplates the webhook names in a DRA namespace (YAML, for kubectl apply -f -)."""
+    import yaml
+
+    from webhook.dra import templates
+
+    typer.echo(yaml.safe_dump_all(templates(namespace, max_gpus_per_node), sort_keys=False), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("webhook")(webhook)
     app.command("webhook-config")(webhook_config)
+    app.command("webhook-dra-templates")(webhook_dra_templates)

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from webhook.admit import Decision, Policy, admit
+from webhook.admit import PREFIX, Decision, Policy, admit
+from webhook.dra import claim_problem
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -37,6 +38,7 @@ class Review:
     operation: str
     dry_run: bool
     obj: Any
+    namespace: str = ""
 
 
 def _str(x: object) -> str:
@@ -64,7 +66,7 @@ def parse_review(body: bytes) -> Review:
     kind = kind if isinstance(kind, dict) else {}
     return Review(uid=uid, group=_str(kind.get("group")), kind=_str(kind.get("kind")),
                   sub_resource=_str(req.get("subResource")), operation=_str(req.get("operation")),
-                  dry_run=req.get("dryRun") is True, obj=req.get("object"))
+                  dry_run=req.get("dryRun") is True, obj=req.get("object"), namespace=_str(req.get("namespace")))
 
 
 def encode_patch(ops: Sequence[Mapping[str, Any]]) -> str:
@@ -86,12 +88,17 @@ def review_response(*, uid: str, allowed: bool, patch: Sequence[Mapping[str, Any
 
 
 def decide(review: Review, policy: Policy) -> Decision:
-    """Only Pod CREATE is looked at; any other kind, sub-resource or operation is allowed unchanged."""
+    """Pod CREATE is looked at, and in DRA namespaces ResourceClaim(Template) CREATE; any other kind, sub-resource
+    or operation is allowed unchanged."""
+    if review.group == "resource.k8s.io" and review.kind in ("ResourceClaim", "ResourceClaimTemplate") and \
+            review.operation == "CREATE" and not review.sub_resource and review.namespace in policy.dra_namespaces:
+        problem = claim_problem(review.obj) if isinstance(review.obj, Mapping) else "no object"
+        return Decision(False, "denied", message=PREFIX + problem) if problem else Decision(True, "unchanged")
     if review.group or review.kind != "Pod" or review.sub_resource or review.operation != "CREATE":
         return Decision(True, "skipped")
     if not isinstance(review.obj, Mapping):
         raise BadReview("Pod CREATE request has no object")
-    return admit(review.obj, policy)
+    return admit(review.obj, policy, review.namespace)
 
 
 def respond(review: Review, d: Decision) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class WebhookSettings(BaseSettings):
     runtime_class: str = ""  # e.g. "nvidia"; empty leaves runtimeClassName alone
     max_gpus_per_node: int = Field(default=8, ge=1, le=MAX_GPUS_PER_NODE)  # the largest GPU node of the cluster
     model_affinity: bool = True  # required node affinity on nvidia.com/gpu.product when a model is named
+    # namespaces whose GPUs come through DRA in allocate mode (webhook/dra.py): GPU asks become claims
+    # from gpupack's templates there, and claims gpupack cannot allocate are refused
+    dra_namespaces: str = ""  # comma-separated
     max_body_bytes: int = Field(default=4 * 2**20, ge=2**16, le=64 * 2**20)
     body_timeout_s: float = Field(default=10.0, gt=0, le=60)
     log_level: str = "info"
@@ -52,6 +55,10 @@ class WebhookSettings(BaseSettings):
     # /metrics: plain HTTP on a port of its own, never on the TLS port next to /mutate (0: off)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=WEBHOOK_PORT, ge=0, le=65535)
+
+    @property
+    def dra_namespace_set(self) -> frozenset[str]:
+        return frozenset(x.strip() for x in self.dra_namespaces.split(",") if x.strip())
 
     @field_validator("log_level")
     @classmethod

@@ -18,6 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from binpack import Node, Placement
+from scheduler.dra.allocate import NodeDevices
+from scheduler.dra.cel import device_env
 from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
@@ -29,6 +31,7 @@ from scheduler.state.ledger import Booking
 
 log = logging.getLogger("gpupack.dra")
 SLICES, CLAIMS = "resourceslices", "resourceclaims"
+POD_CLAIM_NAME = "resource.kubernetes.io/pod-claim-name"
 
 
 class DraState:
@@ -37,6 +40,11 @@ class DraState:
     def __init__(self, state: ClusterState, request_cache: int = 4096) -> None:
         self.state = state
         self.slices: dict[str, ParsedSlice] = {}
+        self._slice_objs: dict[str, Obj] = {}  # allocate mode reads the devices' attributes and capacities
+        self._node_devices: dict[str, NodeDevices] = {}
+        self.claim_objs: dict[str, Obj] = {}  # claim uid -> as last read (allocate mode reads its spec)
+        # claim uid -> the allocation an in-flight bind wrote (allocate mode): older events do not undo it
+        self._assumed: dict[str, Obj] = {}
         self.inventories: dict[str, DraInventory] = {}
         self.claims: dict[str, Claim] = {}
         self._by_name: dict[tuple[str, str], str] = {}
@@ -78,11 +86,13 @@ class DraState:
         if isinstance(what, list):
             touched = {s.node for s in self.slices.values()}
             self.slices.clear()
+            self._slice_objs.clear()
             for obj in what:
                 touched |= self._put_slice(obj)
         else:
             name = str(_meta(what.obj).get("name") or "")
             old = self.slices.pop(name, None)
+            self._slice_objs.pop(name, None)
             if old is not None:
                 touched.add(old.node)
             if what.type in ("ADDED", "MODIFIED"):
@@ -102,6 +112,7 @@ class DraState:
         if s.driver != DRIVER:
             return set()
         self.slices[s.name] = s
+        self._slice_objs[s.name] = obj
         return {s.node}
 
     def _rebuild(self, node: str) -> None:
@@ -128,16 +139,45 @@ class DraState:
         for uid in sorted({u for p in pools for u in self._by_pool.get(p, ())}):
             self._book(self.claims[uid])
 
+    def node_devices(self, node: str) -> NodeDevices | None:
+        """The node's devices for allocate mode (inventory places, slice JSON, CEL view); None without slices."""
+        with self.state.lock:
+            inv = self.inventories.get(node)
+            if inv is None:
+                return None
+            hit = self._node_devices.get(node)
+            if hit is not None and hit.inventory is inv:
+                return hit
+            mine = [s for s in self.slices.values() if s.node == node]
+            newest = {s.pool: max(t.generation for t in mine if t.pool == s.pool) for s in mine}
+            raw: dict[str, Obj] = {}
+            pools: dict[str, str] = {}
+            for s in sorted(mine, key=lambda s: s.name):
+                if s.generation != newest[s.pool]:
+                    continue
+                for d in ((self._slice_objs.get(s.name) or {}).get("spec") or {}).get("devices") or []:
+                    if isinstance(d, Mapping) and d.get("name") in inv.devices:
+                        raw[str(d["name"])] = dict(d)
+                        pools[str(d["name"])] = s.pool
+            env = {n: device_env(DRIVER, d) for n, d in raw.items()}
+            nd = self._node_devices[node] = NodeDevices(node, inv, raw, env, pools)
+            return nd
+
     def _node_of_pool(self, pool: str) -> str:
         return self._pools.get(pool, "")
 
     # -- claims -----------------------------------------------------------------------------------------
     def _on_claims(self, what: WatchEvent | list[Obj]) -> None:
         if isinstance(what, list):
+            assumed = dict(self._assumed)  # in-flight binds' allocations outlive a relist that predates them
             for uid in list(self.claims):
                 self._drop_claim(uid)
+            self._assumed.update(assumed)
             for obj in what:
                 self._put_claim(obj)
+            for uid, obj in assumed.items():
+                if uid in self._assumed and uid not in self.claims:
+                    self._put_claim(obj)
             return
         if what.type == "DELETED":
             self._drop_claim(str(_meta(what.obj).get("uid") or ""))
@@ -150,12 +190,34 @@ class DraState:
             self.state.drain()
             self._put_claim(obj)
 
+    def assume_claim(self, obj: Obj) -> None:
+        """Allocate mode: the claim as a bind is writing it (allocated); its devices are taken at once and stay
+        taken while the watch still brings the claim's older states, until `forget_claim` or a newer state."""
+        with self.state.lock:
+            self.state.drain()
+            uid = str(_meta(obj).get("uid") or "")
+            self._assumed[uid] = obj
+            self._put_claim(obj)
+
+    def forget_claim(self, uid: str, back_to: Obj | None = None) -> None:
+        """Undo `assume_claim` (the writes failed): the claim as it was before, or as the watch said last."""
+        with self.state.lock:
+            self._assumed.pop(uid, None)
+            if back_to is not None:
+                self._put_claim(back_to)
+
     def _put_claim(self, obj: Obj) -> None:
         try:
             c = read_claim(obj)
         except InvalidClaim as e:
             self._say(_meta(obj), f"ignored: {e}")
             return
+        assumed = self._assumed.get(c.uid)
+        if assumed is not None and assumed is not obj:
+            if not c.allocated and not _newer(c.resource_version, str(_meta(assumed).get("resourceVersion") or "")):
+                return  # an older state than the one our bind wrote: the devices stay taken
+            del self._assumed[c.uid]
+        self.claim_objs[c.uid] = obj
         old = self.claims.get(c.uid)
         if old is not None and old == c:
             return
@@ -180,6 +242,8 @@ class DraState:
                     del self._reserved[pod]
 
     def _drop_claim(self, uid: str) -> None:
+        self._assumed.pop(uid, None)
+        self.claim_objs.pop(uid, None)
         c = self.claims.pop(uid, None)
         if c is None:
             return
@@ -218,6 +282,21 @@ class DraState:
                 if c is not None and c.reserved_for == (pod_uid,):
                     out += [ledger.bookings[k].placement for k in self._keys.get(uid, ()) if k in ledger.applied]
             return out
+
+    def generated_claim(self, namespace: str, pod_uid: str, pod_claim: str) -> str:
+        """The name of the claim the resourceclaim controller made for the pod's template claim `pod_claim`
+        (owned by the pod, annotated with the pod claim's name), before the pod's status names it; "" if none."""
+        with self.state.lock:
+            for obj in self.claim_objs.values():
+                meta = _meta(obj)
+                if str(meta.get("namespace") or "") != namespace:
+                    continue
+                owned = any(isinstance(o, Mapping) and o.get("uid") == pod_uid and o.get("controller")
+                            for o in meta.get("ownerReferences") or [])
+                ann = meta.get("annotations") or {}
+                if owned and isinstance(ann, Mapping) and ann.get(POD_CLAIM_NAME) == pod_claim:
+                    return str(meta.get("name") or "")
+            return ""
 
     def claim(self, namespace: str, name: str) -> Claim | None:
         with self.state.lock:
@@ -263,6 +342,13 @@ class DraState:
             self._said.clear()
         self._said.add(key)
         log.warning("DRA: %s", msg)
+
+
+def _newer(rv: str, than: str) -> bool:
+    """Whether resourceVersion `rv` is newer (etcd's are integers; anything else counts as newer)."""
+    if rv.isdigit() and than.isdigit():
+        return int(rv) > int(than)
+    return True
 
 
 def _meta(obj: Obj) -> Mapping[str, Any]:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,6 +46,15 @@ FilterHook = Callable[[PodRequest, StateView, Sequence[str]], str | Pin | None]
 # A hook may answer preempt for a pod instead of the per-node check (None: not its business).
 PreemptHook = Callable[[PodRequest, StateView, dict[str, tuple[list[wire.Victim], int]]],
                        dict[str, tuple[list[str], int]] | None]
+
+
+class NodeVeto(Protocol):
+    """A per-node check after the fit (DRA allocate mode: can the pod's claims get devices there?).
+    Answers node -> (reason, whether preemption could help) for the nodes it refuses."""
+
+    def applies(self, req: PodRequest) -> bool: ...
+
+    def __call__(self, req: PodRequest, view: StateView, names: Sequence[str]) -> dict[str, tuple[str, bool]]: ...
 
 
 @dataclass
@@ -137,6 +146,7 @@ class Engine:
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
         self.preempt_hooks: list[PreemptHook] = []
+        self.veto: NodeVeto | None = None
 
     def fit(self, view: StateView, demand: Demand) -> FitResult:
         key = (demand, view.snapshot.generation)
@@ -199,6 +209,7 @@ class Engine:
         same for every pod with the same demand, node list and snapshot, so it is made once."""
         key = None
         held = req is not None and bool(req.group and self.hooks)  # hooks may answer differently per pod
+        held = held or (req is not None and self.veto is not None and self.veto.applies(req))
         if args.items is None and req is not None and req.managed and not view.invalid and not held:
             key = (table, req.demand, view.snapshot.generation)
             with self._lock:
@@ -218,6 +229,8 @@ class Engine:
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         """Which nodes pass; the others with a reason, split by whether preemption could help."""
         out = self._filter(view, req, invalid, table)
+        if req is not None and self.veto is not None and out.passed and self.veto.applies(req):
+            _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
         if req is not None and req.uid and out.passed_names is not None:
             with self._lock:
                 self._passed.put(req.uid, (table, np.asarray(out.passed, np.int64), out.passed_names))
@@ -294,6 +307,19 @@ class Engine:
         # the best node alone at 10: kube-scheduler breaks equal totals at random, which would undo
         # the consolidation the float scores encode
         return integer_scores(vals)
+
+
+def _veto(out: FilterOutcome, refused: dict[str, tuple[str, bool]], names: Sequence[str]) -> None:
+    """Take the refused nodes out of the passed ones, with their reasons."""
+    if not refused:
+        return
+    objs = dict(zip(out.passed, out.passed_names, strict=True)) if out.passed_names is not None else None
+    out.passed = [j for j in out.passed if names[j] not in refused]
+    if objs is not None:
+        out.passed_names = [objs[j] for j in out.passed]
+    for n, (why, resolvable) in refused.items():
+        (out.failed if resolvable else out.unresolvable)[n] = PREFIX + why
+    out.reasons["claims"] = out.reasons.get("claims", 0) + len(refused)
 
 
 def _pinned(names: Sequence[str], pin: Pin) -> FilterOutcome:

@@ -224,6 +224,18 @@ class KubernetesApi:
         doc: Obj = orjson.loads(resp.data)
         return doc
 
+    def update_resource_claim(self, namespace: str, name: str, obj: Obj) -> Obj:
+        """PUT the claim (its finalizers); the body's resourceVersion makes a concurrent change a 409."""
+        doc: Obj = orjson.loads(self._call(self._resource.replace_namespaced_resource_claim, name, namespace,
+                                           obj).data)
+        return doc
+
+    def update_resource_claim_status(self, namespace: str, name: str, obj: Obj) -> Obj:
+        """PUT resourceclaims/status (allocate mode: needs update on resourceclaims/binding, cluster-wide)."""
+        doc: Obj = orjson.loads(self._call(self._resource.replace_namespaced_resource_claim_status, name,
+                                           namespace, obj).data)
+        return doc
+
     def get_pod(self, namespace: str, name: str) -> Obj | None:
         try:
             resp = self._call(self._core.read_namespaced_pod, name, namespace)
