@@ -72,3 +72,9 @@ def test_the_lock_is_closed_under_runtime_requirements() -> None:
     for extra_dep in ("httptools", "uvloop", "websockets", "watchfiles", "python-dotenv", "pyyaml"):
         assert extra_dep in lock, extra_dep
     assert not missing, f"requirements of pinned packages missing from the lock: {sorted(missing)}"
+
+
+def test_the_lock_names_no_index_of_the_machine_that_made_it() -> None:
+    options = [ln.strip() for ln in (ROOT / "requirements.lock").read_text().splitlines()
+               if ln.strip().startswith("--") and not ln.strip().startswith("--hash=")]
+    assert options == [], "index URLs or find-links of a build machine: regenerate with --no-emit-index-url"
