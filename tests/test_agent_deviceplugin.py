@@ -27,6 +27,7 @@ from scheduler.agent.metrics import ALLOCATIONS
 from scheduler.agent.plugin import DevicePlugins, PluginConfig, socket_name
 from scheduler.agent.podresources import list_allocated
 from scheduler.agent.reconcile import reconcile_once
+from scheduler.agent.xid import XidWatcher
 from scheduler.devices import DEVICES, record_from
 from scheduler.inventory import INVENTORY
 
@@ -347,3 +348,28 @@ def test_a_device_no_cdi_spec_names_fails_admission_instead_of_container_creatio
     with agent(MemoryPods([stored]), "gpu-v", V100.gpus, cdi_dirs=(tmp_path / "full",)) as (kubelet, _):
         kubelet.wait_devices(GPU_RESOURCE, lambda d: len(d) == 8)
         assert len(cdi(kubelet.allocate(GPU_RESOURCE, booked(stored)))) == 8
+
+
+def test_a_fatal_xid_makes_the_gpu_unhealthy_and_an_application_xid_does_not() -> None:
+    nvml = board("dgx1-v100")
+    gpus = discover(nvml).gpus
+    with agent(MemoryPods(), "gpu-v", gpus, slots=2) as (kubelet, plugins):
+        kubelet.wait_devices(GPU_RESOURCE, lambda d: len(d) == 8)
+        watcher = XidWatcher(nvml, plugins.mark_unhealthy, wait_ms=50)
+        stop = threading.Event()
+        t = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+        t.start()
+        try:
+            assert watcher.ready.wait(5) and len(watcher.watched) == 8
+            nvml.inject_xid(1, 13)  # a kernel's own fault: the GPU stays healthy
+            nvml.inject_xid(2, 79)  # fallen off the bus
+            devs = kubelet.wait_devices(GPU_RESOURCE, lambda d: d.get(gpus[2].uuid) == "Unhealthy")
+            assert [u for u, h in devs.items() if h != "Healthy"] == [gpus[2].uuid]
+            slots = kubelet.wait_devices(SHARE_RESOURCE, lambda d: d.get(f"{gpus[2].uuid}{SLOT_SEP}0") == "Unhealthy")
+            assert slots[f"{gpus[1].uuid}{SLOT_SEP}0"] == "Healthy"
+            plugins.update(gpus)  # a new healthy inventory does not undo a fatal XID
+            assert plugins.offers()[GPU_RESOURCE][2].healthy is False
+        finally:
+            stop.set()
+            t.join(5)
+    assert not t.is_alive() and nvml.inits == 0  # NVML released

@@ -136,7 +136,7 @@ def _agent(nvml: nv.Nvml, node_name: str, interval: float, once: bool, show: boo
     api = _kube_api()
     if opts.enabled and not once:
         # the plugin reads MIG instances as they are now (a static read), dynamic ones included
-        start_handoff(opts, api, node_name, lambda: discover(nvml, False), stop)
+        start_handoff(opts, api, node_name, lambda: discover(nvml, False), stop, nvml=nvml)
     if dynamic_mig:
         from scheduler.agent.dynamic import MigController
 

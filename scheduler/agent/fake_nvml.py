@@ -11,6 +11,7 @@ Errors are pynvml's own NVMLError, so `except nvml.NVMLError` means the same on 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pynvml
 
 _LOST, _NOT_SUPPORTED, _INVALID, _NOT_FOUND, _IN_USE, _NO_ROOM = 15, 3, 2, 6, 19, 23
 _FUNCTION_NOT_FOUND = 13
+_TIMEOUT = 10
 
 # A100-80GB GI profiles: enum -> (NVML profile id, compute slices, memory slices, name, legal starts, max).
 A100_80GB_PROFILES: dict[int, tuple[int, int, int, str, tuple[int, ...], int]] = {
@@ -88,6 +90,12 @@ class _Obj:
         self.__dict__.update(kw)
 
 
+@dataclass
+class _EventSet:
+    queue: list[_Obj] = field(default_factory=list)
+    registered: set[int] = field(default_factory=set)
+
+
 class FakeNvml:
     """An object that answers pynvml's calls for one board. Only the calls below exist, so code that
     reaches for anything else fails loudly instead of touching a real GPU."""
@@ -105,11 +113,49 @@ class FakeNvml:
         self.partitions = partitions  # NVLink fabric partitions (P2P status says no across them)
         self.calls: list[str] = []  # names of the mutating calls, for tests
         self.inits = 0
+        self._event_sets: list[_EventSet] = []
+        self._events = threading.Condition()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith(("NVML_", "c_nvml")):  # constants and ctypes structs are pynvml's own
             return getattr(pynvml, name)
         raise AttributeError(f"fake NVML has no {name}")
+
+    # --- events: XID errors (tests inject them with inject_xid)
+    def nvmlEventSetCreate(self) -> _EventSet:
+        es = _EventSet()
+        with self._events:
+            self._event_sets.append(es)
+        return es
+
+    def nvmlDeviceRegisterEvents(self, h: _H, event_types: int, es: _EventSet) -> None:
+        g = self._gpu(h)
+        if g.lost or not event_types & pynvml.nvmlEventTypeXidCriticalError:
+            raise _err(_NOT_SUPPORTED)
+        with self._events:
+            es.registered.add(h.gpu)
+
+    def nvmlEventSetWait_v2(self, es: _EventSet, timeout_ms: int) -> _Obj:
+        with self._events:
+            if not es.queue:
+                self._events.wait(timeout_ms / 1000)
+            if not es.queue:
+                raise _err(_TIMEOUT)
+            return es.queue.pop(0)
+
+    def nvmlEventSetFree(self, es: _EventSet) -> None:
+        with self._events:
+            if es in self._event_sets:
+                self._event_sets.remove(es)
+
+    def inject_xid(self, index: int, xid: int) -> None:
+        """An XID error on GPU `index`, as the driver would report it to every registered event set."""
+        with self._events:
+            for es in self._event_sets:
+                if index in es.registered:
+                    es.queue.append(_Obj(device=_H(index), eventType=pynvml.nvmlEventTypeXidCriticalError,
+                                         eventData=xid, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF))
+            self._events.notify_all()
 
     # --- life cycle and devices
     def nvmlInit(self) -> None:

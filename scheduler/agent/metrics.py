@@ -62,3 +62,7 @@ def observe_inventory(gpus: Sequence[Gpu], ok: bool) -> None:
     GPUS.clear()
     for (model, health), n in counts.items():
         GPUS.labels(model=model, health=health).set(n)
+XID_ERRORS = Counter(
+    "gpupack_agent_xid_errors_total",
+    "Fatal XID errors reported by NVML per GPU index; such a GPU is Unhealthy until the agent restarts",
+    ["gpu", "xid"])

@@ -9,6 +9,7 @@ registers again. Every wait is bounded, so `stop()` ends every stream within a s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -26,7 +27,7 @@ from scheduler.agent.cdi import read_specs
 from scheduler.agent.kubeletapi import HEALTHY, KUBELET_SOCKET, UNHEALTHY, VERSION
 from scheduler.agent.kubeletapi import deviceplugin_pb2 as pb
 from scheduler.agent.kubeletapi import deviceplugin_pb2_grpc as pb_grpc
-from scheduler.agent.metrics import ALLOCATIONS, CORRECTIONS
+from scheduler.agent.metrics import ALLOCATIONS, CORRECTIONS, XID_ERRORS
 from scheduler.logfmt import about
 
 log = logging.getLogger("gpupack.agent.plugin")
@@ -68,6 +69,8 @@ class DevicePlugins:
         self.source = source
         self._cond = threading.Condition()
         self._gpus: tuple[Gpu, ...] = ()
+        self._raw: tuple[Gpu, ...] = ()  # as discovered, before the XID verdicts
+        self._sick: dict[int, int] = {}  # GPU index -> the fatal XID that made it Unhealthy
         self._offers: dict[str, tuple[ho.Device, ...]] = {}
         self._version = 0
         self._admitted: dict[Key, tuple[str, tuple[str, ...]]] = {}
@@ -81,6 +84,9 @@ class DevicePlugins:
     # --- devices -------------------------------------------------------------------------------------
     def update(self, gpus: Sequence[Gpu]) -> None:
         """A new inventory: new health or new devices go out on every ListAndWatch stream."""
+        with self._cond:
+            self._raw = tuple(gpus)
+            gpus = tuple(dataclasses.replace(g, healthy=False) if g.index in self._sick else g for g in gpus)
         offers = ho.offers(gpus, self.cfg.share_slots)
         with self._cond:
             if tuple(gpus) == self._gpus and offers == self._offers:
@@ -94,6 +100,14 @@ class DevicePlugins:
             except (grpc.RpcError, OSError) as e:
                 log.warning("new resource not registered (%s); retrying", e)
                 self._kubelet_id = None
+
+    def mark_unhealthy(self, index: int, xid: int) -> None:
+        """A fatal XID on GPU `index`: Unhealthy for kubelet (with its MIG devices and share slots)."""
+        with self._cond:
+            self._sick[index] = xid
+            raw = self._raw
+        XID_ERRORS.labels(gpu=str(index), xid=str(xid)).inc()
+        self.update(raw)
 
     def offers(self) -> dict[str, tuple[ho.Device, ...]]:
         with self._cond:

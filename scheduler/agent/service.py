@@ -24,6 +24,7 @@ from scheduler.agent.metrics import CDI_MISSING, DEVICES
 from scheduler.agent.plugin import DevicePlugins, PluginConfig
 from scheduler.agent.podresources import list_allocated
 from scheduler.agent.records import KubePodSource
+from scheduler.agent.xid import XidWatcher
 
 log = logging.getLogger("gpupack.agent.service")
 
@@ -70,7 +71,7 @@ def _count(offers: dict[str, tuple[ho.Device, ...]]) -> None:
 
 
 def start_handoff(opts: HandoffOptions, api: Any, node: str, find: Callable[[], Inventory],
-                  stop: threading.Event) -> DevicePlugins:
+                  stop: threading.Event, nvml: Any = None) -> DevicePlugins:
     """Serve the device plugin until `stop`: register with kubelet (retried until kubelet is there),
     re-read device health every `health_s`, reconcile with PodResources every `reconcile_s`."""
     inv = find()
@@ -85,6 +86,9 @@ def start_handoff(opts: HandoffOptions, api: Any, node: str, find: Callable[[], 
     threading.Thread(target=reconcile.run, args=(plugins, lambda: list_allocated(opts.pod_resources),
                                                  opts.reconcile_s, stop), name="dp-reconcile", daemon=True).start()
     threading.Thread(target=_stop_when, args=(stop, plugins), name="dp-stop", daemon=True).start()
+    if nvml is not None:  # fatal XIDs make a GPU Unhealthy at once, between health reads
+        watcher = XidWatcher(nvml, plugins.mark_unhealthy)
+        threading.Thread(target=watcher.run, args=(stop,), name="dp-xid", daemon=True).start()
     return plugins
 
 
