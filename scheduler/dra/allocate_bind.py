@@ -91,7 +91,8 @@ class AllocatingBinder(ClaimBinder):
 
     def _bind(self, ns: str, name: str, uid: str, node: str) -> tuple[str, str]:
         raw = self.state.raw_pod(uid)
-        if raw is None or not uses_claims(raw) or not isinstance(self.api, ClaimWriter):
+        view = raw if raw is not None else self.state.claims_view(uid)  # raw pods are kept in demo mode only
+        if view is None or not uses_claims(view) or not isinstance(self.api, ClaimWriter):
             return super()._bind(ns, name, uid, node)
         pod = f"{ns}/{name}"
         try:
@@ -100,7 +101,7 @@ class AllocatingBinder(ClaimBinder):
         except ApiError as e:
             return f"gpupack: reading pod {pod} failed: {e.message or e}", "failed"
         obj = fresh if fresh is not None else raw
-        if str((obj.get("metadata") or {}).get("uid") or "") != uid:
+        if obj is None or str((obj.get("metadata") or {}).get("uid") or "") != uid:
             return f"gpupack: pod {pod} is unknown (not found with UID {uid})", "failed"
         bound = str((obj.get("spec") or {}).get("nodeName") or "")
         if bound:

@@ -352,6 +352,16 @@ class ClusterState:
             _, (_, n) = self._raw.popitem(last=False)
             self._raw_bytes -= n
 
+    def claims_view(self, uid: str) -> Obj | None:
+        """The claim fields of a pod the verbs were sent (spec.resourceClaims, its claim statuses), kept for
+        every pod that names a claim even when raw pods are not kept; None for a pod naming none."""
+        with self.lock:
+            hit = self._requests.get(uid)
+            if hit is not None and hit.claims is not None:
+                return hit.claims
+            raw = self._raw.get(uid)
+        return _claims_view(raw[0]) if raw is not None else None
+
     def raw_pod(self, uid: str) -> Obj | None:
         """The pod object a verb was last sent for this UID (kept with keep_raw: demo mode binds it
         into memory); None when not kept."""
