@@ -39,7 +39,11 @@ log() { echo "[e2e $(date +%H:%M:%S)] $*"; }
 k() { kubectl --kubeconfig "$KC" "$@"; }
 gp() { (cd "$REPO" && "$PY" -c 'from scheduler.cli import main; main()' "$@"); }
 cp_up() { curl -sk -m 3 -o /dev/null https://127.0.0.1:6443/healthz; }
-podlog() { cat "$L"/ovl/var/upper/log/pods/${NS}_$1_*/$2/0.log 2>/dev/null | sed 's/^[^ ]* [^ ]* [^ ]* //' || true; }
+# the log of the pod's current incarnation (by UID: an earlier run's pod of the same name leaves its own folder)
+podlog() {
+  local uid; uid=$(kubectl --kubeconfig "$KC" -n "$NS" get pod "$1" -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+  cat "$L"/ovl/var/upper/log/pods/${NS}_$1_${uid:-none}/$2/0.log 2>/dev/null | sed 's/^[^ ]* [^ ]* [^ ]* //' || true
+}
 FAILED=0
 check() { if eval "$2"; then log "ok: $1"; else log "FAILED: $1"; FAILED=1; fi; }
 
