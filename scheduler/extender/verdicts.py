@@ -11,10 +11,10 @@ a few distinct sentences. Messages start with "gpupack: " so `kubectl describe p
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -69,39 +69,25 @@ class _Lru(OrderedDict[Any, Any]):
 
 
 class Names:
-    """A request's node list resolved against one snapshot: rows (-1: unknown) and answer pieces.
+    """A request's node list resolved against one snapshot layout: rows (-1: unknown).
 
-    kube-scheduler sends the same list pod after pod (all feasible nodes, same rotation when every
-    node is evaluated), so it is resolved once and reused while the node set stays the same; the
-    list prioritize gets is the part of it that filter passed, cut out of it without a Python loop."""
+    kube-scheduler filters nodes in parallel, so the list it sends comes in a different order pod
+    after pod: it is resolved with one dict lookup per name (no key over the whole list, which
+    would cost as much and rarely hit). An unchanged list is still recognised by one comparison
+    with the few lists seen last; the list prioritize gets is usually exactly what filter passed
+    for the pod, and is then cut from filter's rows."""
 
-    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: object,
-                 parent: tuple[Names, np.ndarray] | None = None) -> None:
+    def __init__(self, names: Sequence[str], rows: np.ndarray, static: object) -> None:
         self.names = names
         self.rows = rows
         self.static = static  # the snapshot layout the rows index
-        self.objects = np.asarray(names, dtype=object)  # for selecting many names without a Python loop
-        self._parts = parts
-        self._parent = parent  # (the list this one was cut from, the positions kept)
-        self._template: wire.ScoreTemplate | None = None
 
     @property
-    def template(self) -> wire.ScoreTemplate:
-        if self._template is None:
-            if self._parent is not None:
-                whole, keep = self._parent
-                self._template = wire.sub_template(whole.template, keep)
-            else:
-                parts = self._parts
-                if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
-                    parts.clear()
-                get = parts.get
-                self._template = wire.score_template(
-                    [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
-        return self._template
+    def template(self) -> wire.HostList:
+        return wire.HostList(self.names)
 
     def subset(self, keep: np.ndarray, names: list[str]) -> Names:
-        return Names(names, self.rows[keep], self._parts, self.static, (self, keep))
+        return Names(names, self.rows[keep], self.static)
 
 
 class Engine:
@@ -110,8 +96,7 @@ class Engine:
     def __init__(self, cache_size: int = 256) -> None:
         self._fits = _Lru(cache_size)
         self._scores = _Lru(cache_size)
-        self._names = _Lru(16)
-        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
+        self._recent: deque[Names] = deque(maxlen=4)  # the node lists resolved last
         self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
         self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
         self._lock = threading.Lock()
@@ -158,15 +143,20 @@ class Engine:
             whole, keep, passed = stash
             if whole.static is static and names == passed:
                 return whole.subset(keep, passed)
-        key = (static, tuple(names))
         with self._lock:
-            hit = self._names.get(key)
-        if hit is None:
-            wire.require_names(names)
+            recent = list(self._recent)
+        for t in recent:  # a different order fails at the first name or so
+            if t.static is static and t.names == names:
+                return t
+        try:
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
-            hit = Names(names, rows, self._parts, static)
-            with self._lock:
-                self._names.put(key, hit)
+        except TypeError:  # an unhashable element
+            raise wire.WireError("node names must be strings") from None
+        if (rows < 0).any():
+            wire.require_names(names)  # an unknown name may be a number, not a node
+        hit = Names(names, rows, static)
+        with self._lock:
+            self._recent.append(hit)
         return hit
 
     def filter_answer(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
@@ -219,11 +209,11 @@ class Engine:
         ok = np.zeros(len(names), bool)
         ok[known] = verdict.fits[rows[known]]
         out.passed = np.flatnonzero(ok).tolist()
-        out.passed_names = table.objects[ok].tolist()
+        out.passed_names = list(compress(names, ok.tolist()))
         self._unknown(view, names, np.flatnonzero(~known), out)
         bad = np.flatnonzero(known & ~ok)
         if len(bad):
-            self._reasons(verdict, rows[bad], table.objects[bad], out)
+            self._reasons(verdict, rows[bad], np.asarray([names[i] for i in bad.tolist()], dtype=object), out)
         return out
 
     @staticmethod
