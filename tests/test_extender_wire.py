@@ -14,6 +14,18 @@ from scheduler.state.standalone import demo_objects
 
 
 @given(st.lists(st.text(min_size=1, max_size=12), max_size=30, unique=True), st.data())
+def test_template_and_subsets_decode_exactly(names: list[str], data: st.DataObject) -> None:
+    t = wire.score_template([wire.score_part(n) for n in names])
+    scores = np.asarray(data.draw(st.lists(st.integers(0, 10), min_size=len(names), max_size=len(names))), np.int64)
+    assert orjson.loads(wire.prioritize_result(t, scores)) == [
+        {"Host": n, "Score": int(s)} for n, s in zip(names, scores, strict=True)]
+    keep = sorted(data.draw(st.sets(st.integers(0, max(len(names) - 1, 0)), max_size=len(names))) if names else [])
+    sub = wire.sub_template(t, np.asarray(keep, np.int64))
+    assert orjson.loads(wire.prioritize_result(sub, scores[keep])) == [
+        {"Host": names[k], "Score": int(scores[k])} for k in keep]
+
+
+@given(st.lists(st.text(min_size=1, max_size=12), max_size=30, unique=True), st.data())
 def test_small_answers_list_every_node_in_order(names: list[str], data: st.DataObject) -> None:
     scores = np.asarray(data.draw(st.lists(st.integers(0, 10), min_size=len(names), max_size=len(names))), np.int64)
     assert orjson.loads(wire.prioritize_result(wire.HostList(names), scores)) == [
@@ -70,3 +82,22 @@ def test_a_reordered_node_list_is_resolved_afresh_and_answered_alike() -> None:
         assert bad.status_code == 400
         bad = client.post("/filter", content=orjson.dumps({"Pod": p, "NodeNames": [*names[:2], [1]]}))
         assert bad.status_code == 400
+
+
+def test_a_large_list_seen_again_is_answered_in_full_from_its_template() -> None:
+    from binpack import Gpu, Node
+    from binpack.topology import nvswitch
+    from scheduler.state.standalone import node_object
+
+    nv, pc = nvswitch(8, 12)
+    nodes = [node_object(Node(f"n{i:04d}", tuple(Gpu(g, "A100-SXM4-80GB", uuid=f"G-{i}-{g}") for g in range(8)),
+                              128_000, 1_000_000, nv, pc)) for i in range(wire.FULL_UP_TO + 50)]
+    names = [n["metadata"]["name"] for n in nodes]
+    p = pod("w", {"nvidia.com/gpu": "1"})
+    with serve(nodes, [p]) as (client, _, _):
+        for order, full in ((names[::-1], False), (names, False), (names, True)):  # the third sees a known list
+            passed = post(client, "filter", args(p, order))["NodeNames"]
+            assert passed == order
+            scores = post(client, "prioritize", args(p, passed))
+            assert ([s["Host"] for s in scores] == passed) is full
+            assert sum(s["Score"] == max(t["Score"] for t in scores) for s in scores) == 1

@@ -75,19 +75,43 @@ class Names:
     after pod: it is resolved with one dict lookup per name (no key over the whole list, which
     would cost as much and rarely hit). An unchanged list is still recognised by one comparison
     with the few lists seen last; the list prioritize gets is usually exactly what filter passed
-    for the pod, and is then cut from filter's rows."""
+    for the pod, and is then cut from filter's rows. A list seen again (`reused`) gets a byte
+    template of its prioritize answer, filled per request without a Python loop; any other list is
+    answered from its names (wire.prioritize_result)."""
 
-    def __init__(self, names: Sequence[str], rows: np.ndarray, static: object) -> None:
+    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: object,
+                 parent: tuple[Names, np.ndarray] | None = None) -> None:
         self.names = names
         self.rows = rows
         self.static = static  # the snapshot layout the rows index
+        self.reused = False
+        self._parts = parts
+        self._parent = parent  # (the list this one was cut from, the positions kept)
+        self._template: wire.ScoreTemplate | None = None
+
+    def _full(self) -> wire.ScoreTemplate:
+        if self._template is None:
+            if self._parent is not None:
+                whole, keep = self._parent
+                self._template = wire.sub_template(whole._full(), keep)
+            else:
+                parts = self._parts
+                if len(parts) > 200_000:  # node names come and go: start over rather than grow forever
+                    parts.clear()
+                get = parts.get
+                self._template = wire.score_template(
+                    [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
+        return self._template
 
     @property
-    def template(self) -> wire.HostList:
+    def template(self) -> wire.ScoreTemplate | wire.HostList:
+        whole = self._parent[0] if self._parent is not None else self
+        if whole.reused and len(self.names) > wire.FULL_UP_TO:
+            return self._full()
         return wire.HostList(self.names)
 
     def subset(self, keep: np.ndarray, names: list[str]) -> Names:
-        return Names(names, self.rows[keep], self.static)
+        return Names(names, self.rows[keep], self._parts, self.static, (self, keep))
 
 
 class Engine:
@@ -97,6 +121,7 @@ class Engine:
         self._fits = _Lru(cache_size)
         self._scores = _Lru(cache_size)
         self._recent: deque[Names] = deque(maxlen=4)  # the node lists resolved last
+        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer template
         self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
         self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
         self._lock = threading.Lock()
@@ -147,6 +172,7 @@ class Engine:
             recent = list(self._recent)
         for t in recent:  # a different order fails at the first name or so
             if t.static is static and t.names == names:
+                t.reused = True
                 return t
         try:
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
@@ -154,7 +180,7 @@ class Engine:
             raise wire.WireError("node names must be strings") from None
         if (rows < 0).any():
             wire.require_names(names)  # an unknown name may be a number, not a node
-        hit = Names(names, rows, static)
+        hit = Names(names, rows, self._parts, static)
         with self._lock:
             self._recent.append(hit)
         return hit

@@ -105,15 +105,58 @@ class HostList:
     names: Sequence[str]
 
 
-def prioritize_result(hosts: HostList, scores: np.ndarray) -> bytes:
+def score_part(name: str) -> bytes:
+    """One HostPriority with a blank two-character Score: `{"Host":"<name>","Score":  }`."""
+    return b'{"Host":' + orjson.dumps(name) + b',"Score":  }'
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreTemplate:
+    """A HostPriorityList with every Score a blank two-character field: `body` as bytes, and the end
+    of each element in it (the blanks are the 3rd and 2nd bytes before that end)."""
+
+    body: np.ndarray  # uint8: "[" part "," part ... "]"
+    ends: np.ndarray  # index just past each part
+    lens: np.ndarray
+
+
+def score_template(parts: Sequence[bytes]) -> ScoreTemplate:
+    """The template of these parts (see score_part): made once per distinct node list, then filled per
+    request with two NumPy writes (whitespace before a one-digit score is plain JSON; the scheduler's
+    decoder reads it as any other)."""
+    lens = np.fromiter(map(len, parts), np.int64, len(parts))
+    body = np.frombuffer(b"[" + b",".join(parts) + b"]", np.uint8).copy()
+    return ScoreTemplate(body, np.cumsum(lens + 1), lens)
+
+
+def sub_template(t: ScoreTemplate, keep: np.ndarray) -> ScoreTemplate:
+    """The template of a subsequence of t's elements (ascending positions), cut out with one mask."""
+    lens = t.lens[keep]
+    if len(lens) == 0:
+        return ScoreTemplate(np.frombuffer(b"[]", np.uint8).copy(), lens, lens)
+    chosen = np.zeros(len(t.lens), bool)
+    chosen[keep] = True
+    inner = t.body[1:][np.repeat(chosen, t.lens + 1)]  # each element with the separator after it
+    inner[-1] = ord("]")
+    return ScoreTemplate(np.concatenate([t.body[:1], inner]), np.cumsum(lens + 1), lens)
+
+
+def prioritize_result(hosts: HostList | ScoreTemplate, scores: np.ndarray) -> bytes:
     """HostPriorityList: a bare JSON array of {Host, Score}, scores 0..10.
 
-    Up to FULL_UP_TO nodes, every node in the order asked. Beyond, only the nodes scored above the
-    lowest score, lowered by it: kube-scheduler adds weight x Score to a listed node's total and
-    nothing to a node not listed (extender.go, prioritizeNodes), so taking the same amount off every
-    node changes no total's rank, and the answer at 5,000 nodes shrinks from ~160 KB, which
-    kube-scheduler decodes into a map pod after pod, to the nodes that decide. One thing differs:
-    kube-scheduler breaks an exact tie of totals at random only among listed nodes."""
+    A ScoreTemplate (a node list seen before, in the same order) is filled in with two NumPy writes:
+    every node, in order. A HostList of up to FULL_UP_TO nodes: every node in the order asked.
+    Beyond, only the nodes scored above the lowest score, lowered by it: kube-scheduler adds
+    weight x Score to a listed node's total and nothing to a node not listed (extender.go,
+    prioritizeNodes), so taking the same amount off every node changes no total's rank, and at 5,000
+    nodes the answer shrinks from ~160 KB, which kube-scheduler decodes into a map pod after pod, to
+    the nodes that decide. One thing differs: kube-scheduler breaks an exact tie of totals at random
+    only among listed nodes."""
+    if isinstance(hosts, ScoreTemplate):
+        out = hosts.body.copy()
+        out[hosts.ends - 3] = np.where(scores >= 10, ord("1"), ord(" "))
+        out[hosts.ends - 2] = ord("0") + scores % 10
+        return out.tobytes()
     names = hosts.names
     if len(names) <= FULL_UP_TO:
         return orjson.dumps([{"Host": h, "Score": s} for h, s in zip(names, scores.tolist(), strict=True)])
