@@ -119,10 +119,13 @@ class Engine:
 
     def __init__(self, cache_size: int = 256) -> None:
         self._fits = _Lru(cache_size)
+        self._fit_gen = -1  # the newest snapshot generation fitted
         self._scores = _Lru(cache_size)
         self._recent: deque[Names] = deque(maxlen=4)  # the node lists resolved last
         self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer template
-        self._passed = _Lru(1024)  # pod UID -> (filter's node list, positions passed, names passed)
+        # pod UID -> (filter's node list, positions passed, names passed), for the prioritize that follows
+        # at once; each holds a whole node list (5,000 fresh strings: ~0.4 MB), so only a few are kept
+        self._passed = _Lru(32)
         self._answers = _Lru(64)  # (node list, demand, generation) -> filter answer bytes, rejections
         self._lock = threading.Lock()
         self.hooks: list[FilterHook] = []
@@ -134,8 +137,13 @@ class Engine:
             hit = self._fits.get(key)
         if hit is None:
             hit = fit(view.snapshot, demand)
+            gen = view.snapshot.generation
             with self._lock:
                 self._fits.put(key, hit)
+                if gen > self._fit_gen:  # a verdict holds its snapshot: let those of old generations go
+                    self._fit_gen = gen
+                    for k in [k for k in self._fits if k[1] < gen - 1]:
+                        del self._fits[k]
         return hit
 
     def values(self, view: StateView, demand: Demand) -> np.ndarray:
