@@ -139,6 +139,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -176,7 +182,12 @@ def _terminate(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) 
 
 @contextlib.contextmanager
 def control_plane(cp: ControlPlane) -> Iterator[None]:
-    """etcd + kube-apiserver on a wiped etcd; always stopped again."""
+    """etcd + kube-apiserver on a wiped etcd; always stopped again. A control plane already running
+    there is someone else's run (the start script would stop it): refused, not taken over."""
+    busy = [name for name in ("etcd", "apiserver", "scheduler", "kcm") if cp.pid(name) is not None]
+    if busy or _listening(6443) or _listening(2379):
+        raise NoControlPlane(f"the control plane at {cp.root} is in use ({', '.join(busy) or 'its ports are taken'}): "
+                             "another run is using it; try again when it is stopped. No figures were made.")
     try:
         r = subprocess.run(["bash", str(cp.start), "-C", "-N"], capture_output=True, text=True, timeout=240,
                            check=False)

@@ -106,3 +106,18 @@ def test_profile_top_counts_self_and_total_time() -> None:
     assert top["samples"] == 40
     assert top["self"][0] == ("fit (binpack/fit.py)", 75.0)
     assert ("handle (routes.py)", 100.0) in top["total"]
+
+
+def test_a_control_plane_in_use_is_refused_not_taken_over(tmp_path: Path) -> None:
+    import os
+
+    from benchmarks.scheduler_bench import control_plane
+    from benchmarks.scheduler_parts import ControlPlane
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "apiserver.pid").write_text(str(os.getpid()))  # a live process
+    (tmp_path / "start-control-plane.sh").write_text("touch started\n")
+    cp = ControlPlane(tmp_path)
+    with pytest.raises(NoControlPlane, match="in use"), control_plane(cp):
+        pass
+    assert not (tmp_path / "started").exists()
