@@ -89,6 +89,7 @@ class _BindWatch:
         self.api = KubernetesApi(str(kubeconfig), timeout_s=30)
         self.bound: dict[str, float] = {}
         self.present: set[str] = set()
+        self.errors: list[str] = []  # watch failures (each followed by a fresh list)
         self._lock = threading.Lock()
         self._stream: Any = None
         self._stop = threading.Event()
@@ -105,24 +106,34 @@ class _BindWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                _, rv = self.api.list_pods()
+                items, rv = self.api.list_pods()
+                with self._lock:  # a list after a broken watch: what exists now
+                    mine = [o for o in items if (o.get("metadata") or {}).get("namespace") == NAMESPACE]
+                    self.present = {str(o["metadata"]["name"]) for o in mine}
+                    self.bound = {n: t for n, t in self.bound.items() if n in self.present}
+                for o in mine:
+                    self._see("ADDED", o)
                 self._stream = self.api.watch_pods(rv, 3600)
                 for ev in self._stream:
-                    meta = ev.obj.get("metadata") or {}
-                    if meta.get("namespace") != NAMESPACE:
-                        continue
-                    name = str(meta.get("name"))
-                    with self._lock:
-                        if ev.type == "DELETED":
-                            self.present.discard(name)
-                            self.bound.pop(name, None)
-                        elif ev.type in ("ADDED", "MODIFIED"):
-                            self.present.add(name)
-                            if (ev.obj.get("spec") or {}).get("nodeName") and name not in self.bound:
-                                self.bound[name] = time.monotonic()
-            except Exception:
+                    self._see(ev.type, ev.obj)
+            except Exception as e:
+                self.errors.append(f"{type(e).__name__}: {e}")
                 if self._stop.wait(0.2):
                     return
+
+    def _see(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if meta.get("namespace") != NAMESPACE:
+            return
+        name = str(meta.get("name"))
+        with self._lock:
+            if kind == "DELETED":
+                self.present.discard(name)
+                self.bound.pop(name, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self.present.add(name)
+                if (obj.get("spec") or {}).get("nodeName") and name not in self.bound:
+                    self.bound[name] = time.monotonic()
 
     def counts(self) -> tuple[int, int]:
         with self._lock:
@@ -238,7 +249,11 @@ class Bench:
         pods = [pod_object(i, g) for i, g in enumerate(self.sizes)]
         self._create(f"{mode}: pods", pods,
                      lambda o: self.core.create_namespaced_pod(NAMESPACE, o, _preload_content=False))
-        _wait("the pods' watch", lambda: watch.counts()[0] >= self.n_pods, None, 60)
+        try:
+            _wait("the pods' watch", lambda: watch.counts()[0] >= self.n_pods, None, 120)
+        except RuntimeError as e:
+            seen = watch.counts()[0]
+            raise RuntimeError(f"{e} (saw {seen} of {self.n_pods}; watch errors: {watch.errors[-3:]})") from None
         gp: subprocess.Popen[bytes] | None = None
         spy: subprocess.Popen[bytes] | None = None
         sched: subprocess.Popen[bytes] | None = None
