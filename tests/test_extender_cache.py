@@ -37,3 +37,19 @@ def test_incremental_scores_equal_full_scores() -> None:
             assert set(changed.tolist()) <= {view2.snapshot.node_index(p.node)}
         for uid in list(state.assumed()):
             state.unassume(uid)
+
+
+def test_verdicts_of_old_snapshots_are_let_go() -> None:
+    """A fit verdict holds its snapshot: only the newest two generations are kept, whatever the LRU size."""
+    state = ClusterState(mix_refresh_s=1e9)
+    state.replace("nodes", demo_objects())
+    state.replace("pods", [])
+    engine = Engine(cache_size=256)
+    d = Demand.whole(1)
+    for step in range(6):
+        view = state.view()
+        got = engine.fit(view, d)
+        assert engine.fit(view, d) is got  # the same generation: remembered
+        state.assume(f"p-{step}", Placement("t4-0" if step % 2 else "t4-1", gpus=(step // 2,)), None)
+    gens = {k[1] for k in engine._fits}
+    assert len(engine._fits) <= 2 and max(gens) - min(gens) <= 1

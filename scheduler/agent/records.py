@@ -25,6 +25,15 @@ CORRECTED_REASON = "GpupackDevicesCorrected"
 _TIMEOUT = (5, 15)
 
 
+def _drain(resp: Any) -> bytes:
+    """The body, with the connection handed back to the pool (one list per admission)."""
+    data = bytes(resp.data)
+    release = getattr(resp, "release_conn", None)
+    if release is not None:
+        release()
+    return data
+
+
 class KubePodSource:
     """PodSource over a kubernetes CoreV1Api; `gpus` gives the node's current inventory."""
 
@@ -36,11 +45,11 @@ class KubePodSource:
     def pods(self) -> list[Mapping[str, Any]]:
         resp = self.api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}",
                                                     _preload_content=False, _request_timeout=_TIMEOUT)
-        return list(orjson.loads(resp.data).get("items") or [])
+        return list(orjson.loads(_drain(resp)).get("items") or [])
 
     def _read(self, ns: str, name: str) -> dict[str, Any]:
         resp = self.api.read_namespaced_pod(name, ns, _preload_content=False, _request_timeout=_TIMEOUT)
-        return dict(orjson.loads(resp.data))
+        return dict(orjson.loads(_drain(resp)))
 
     def correct(self, booking: Booking, devices: Sequence[str], message: str) -> None:
         pod = self._read(booking.namespace, booking.name)

@@ -11,10 +11,10 @@ a few distinct sentences. Messages start with "gpupack: " so `kubectl describe p
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -95,28 +95,31 @@ class _Lru(OrderedDict[Any, Any]):
 
 
 class Names:
-    """A request's node list resolved against one snapshot: rows (-1: unknown) and answer pieces.
+    """A request's node list resolved against one snapshot layout: rows (-1: unknown).
 
-    kube-scheduler sends the same list pod after pod (all feasible nodes, same rotation when every
-    node is evaluated), so it is resolved once and reused while the node set stays the same; the
-    list prioritize gets is the part of it that filter passed, cut out of it without a Python loop."""
+    kube-scheduler filters nodes in parallel, so the list it sends comes in a different order pod
+    after pod: it is resolved with one dict lookup per name (no key over the whole list, which
+    would cost as much and rarely hit). An unchanged list is still recognised by one comparison
+    with the few lists seen last; the list prioritize gets is usually exactly what filter passed
+    for the pod, and is then cut from filter's rows. A list seen again (`reused`) gets a byte
+    template of its prioritize answer, filled per request without a Python loop; any other list is
+    answered from its names (wire.prioritize_result)."""
 
     def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: object,
                  parent: tuple[Names, np.ndarray] | None = None) -> None:
         self.names = names
         self.rows = rows
         self.static = static  # the snapshot layout the rows index
-        self.objects = np.asarray(names, dtype=object)  # for selecting many names without a Python loop
+        self.reused = False
         self._parts = parts
         self._parent = parent  # (the list this one was cut from, the positions kept)
         self._template: wire.ScoreTemplate | None = None
 
-    @property
-    def template(self) -> wire.ScoreTemplate:
+    def _full(self) -> wire.ScoreTemplate:
         if self._template is None:
             if self._parent is not None:
                 whole, keep = self._parent
-                self._template = wire.sub_template(whole.template, keep)
+                self._template = wire.sub_template(whole._full(), keep)
             else:
                 parts = self._parts
                 if len(parts) > 100_000:  # node names come and go: start over rather than grow forever
@@ -125,6 +128,13 @@ class Names:
                 self._template = wire.score_template(
                     [get(n) or parts.setdefault(n, wire.score_part(n)) for n in self.names])
         return self._template
+
+    @property
+    def template(self) -> wire.ScoreTemplate | wire.HostList:
+        whole = self._parent[0] if self._parent is not None else self
+        if whole.reused and len(self.names) > wire.FULL_UP_TO:
+            return self._full()
+        return wire.HostList(self.names)
 
     def subset(self, keep: np.ndarray, names: list[str]) -> Names:
         return Names(names, self.rows[keep], self._parts, self.static, (self, keep))
@@ -135,12 +145,14 @@ class Engine:
 
     def __init__(self, cache_size: int = 256) -> None:
         self._fits = _Lru(cache_size)
+        self._fit_gen = -1  # the newest snapshot generation fitted
         self._scores = _Lru(cache_size)
-        # node lists held at once: at most 16 lists and 200,000 names in all (a few tens of MB)
-        self._names = _Lru(16, lambda t: len(t.names), 200_000)
-        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer
-        # pod UID -> (filter's node list, positions passed, names passed); at most 500,000 names passed in all
-        self._passed = _Lru(1024, lambda v: len(v[2]) + 1, 500_000)
+        self._recent: deque[Names] = deque(maxlen=4)  # the node lists resolved last
+        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer template
+        # pod UID -> (filter's node list, positions passed, names passed), for the prioritize that follows
+        # at once; each holds a whole node list (5,000 fresh strings: ~0.4 MB), so only a few are kept,
+        # and at most 500,000 names passed in all
+        self._passed = _Lru(32, lambda v: len(v[2]) + 1, 500_000)
         # (node list, demand, generation) -> filter answer bytes, rejections...; at most 64 MiB of answers
         self._answers = _Lru(64, lambda v: len(v[0]), 64 * 2**20)
         self._lock = threading.Lock()
@@ -154,8 +166,13 @@ class Engine:
             hit = self._fits.get(key)
         if hit is None:
             hit = fit(view.snapshot, demand)
+            gen = view.snapshot.generation
             with self._lock:
                 self._fits.put(key, hit)
+                if gen > self._fit_gen:  # a verdict holds its snapshot: let those of old generations go
+                    self._fit_gen = gen
+                    for k in [k for k in self._fits if k[1] < gen - 1]:
+                        del self._fits[k]
         return hit
 
     def values(self, view: StateView, demand: Demand) -> np.ndarray:
@@ -188,19 +205,21 @@ class Engine:
             whole, keep, passed = stash
             if whole.static is static and names == passed:
                 return whole.subset(keep, passed)
-        key = (static, tuple(names))
+        with self._lock:
+            recent = list(self._recent)
+        for t in recent:  # a different order fails at the first name or so
+            if t.static is static and t.names == names:
+                t.reused = True
+                return t
         try:
-            with self._lock:
-                hit = self._names.get(key)
-        except TypeError:  # an unhashable element (an object or a list): not a node name
-            wire.require_names(names)
-            raise
-        if hit is None:
-            wire.require_names(names)
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
-            hit = Names(names, rows, self._parts, static)
-            with self._lock:
-                self._names.put(key, hit)
+        except TypeError:  # an unhashable element
+            raise wire.WireError("node names must be strings") from None
+        if (rows < 0).any():
+            wire.require_names(names)  # an unknown name may be a number, not a node
+        hit = Names(names, rows, self._parts, static)
+        with self._lock:
+            self._recent.append(hit)
         return hit
 
     def filter_answer(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
@@ -256,11 +275,11 @@ class Engine:
         ok = np.zeros(len(names), bool)
         ok[known] = verdict.fits[rows[known]]
         out.passed = np.flatnonzero(ok).tolist()
-        out.passed_names = table.objects[ok].tolist()
+        out.passed_names = list(compress(names, ok.tolist()))
         self._unknown(view, names, np.flatnonzero(~known), out)
         bad = np.flatnonzero(known & ~ok)
         if len(bad):
-            self._reasons(verdict, rows[bad], table.objects[bad], out)
+            self._reasons(verdict, rows[bad], np.asarray([names[i] for i in bad.tolist()], dtype=object), out)
         return out
 
     @staticmethod
