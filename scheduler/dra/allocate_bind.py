@@ -94,18 +94,9 @@ class AllocatingBinder(ClaimBinder):
         view = raw if raw is not None else self.state.claims_view(uid)  # raw pods are kept in demo mode only
         if view is None or not uses_claims(view) or not isinstance(self.api, ClaimWriter):
             return super()._bind(ns, name, uid, node)
-        pod = f"{ns}/{name}"
-        try:
-            self._step("read")
-            fresh = self.api.get_pod(ns, name)
-        except ApiError as e:
-            return f"gpupack: reading pod {pod} failed: {e.message or e}", "failed"
-        obj = fresh if fresh is not None else raw
-        if obj is None or str((obj.get("metadata") or {}).get("uid") or "") != uid:
-            return f"gpupack: pod {pod} is unknown (not found with UID {uid})", "failed"
-        bound = str((obj.get("spec") or {}).get("nodeName") or "")
-        if bound:
-            return ("", "ok") if bound == node else (f"gpupack: pod {pod} is already bound to {bound}", "conflict")
+        obj, done = self._unbound_pod(ns, name, uid, node, raw)
+        if obj is None:
+            return done
         claims, error = self._read_claims(ns, obj)
         if error:
             return error

@@ -36,6 +36,25 @@ class ClaimBinder(Binder):
         super().__init__(state, api, on_result, hook)
         self.dra = dra
 
+    def _unbound_pod(self, ns: str, name: str, uid: str, node: str,
+                     raw: Obj | None) -> tuple[Obj | None, tuple[str, str]]:
+        """The pod read fresh (filter's copy in standalone mode), or None and the answer: an error, or
+        success when it is already bound to `node`."""
+        pod = f"{ns}/{name}"
+        try:
+            self._step("read")
+            fresh = self.api.get_pod(ns, name)
+        except ApiError as e:
+            return None, (f"gpupack: reading pod {pod} failed: {e.message or e}", "failed")
+        obj = fresh if fresh is not None else raw  # standalone mode: only filter's copy exists
+        if obj is None or str((obj.get("metadata") or {}).get("uid") or "") != uid:
+            return None, (f"gpupack: pod {pod} is unknown (not found with UID {uid})", "failed")
+        bound = str((obj.get("spec") or {}).get("nodeName") or "")
+        if bound:
+            return None, (("", "ok") if bound == node else (f"gpupack: pod {pod} is already bound to {bound}",
+                                                             "conflict"))
+        return obj, ("", "")
+
     def _bind(self, ns: str, name: str, uid: str, node: str) -> tuple[str, str]:
         raw = self.state.raw_pod(uid)
         req = self.state.request_for(uid)
@@ -45,18 +64,9 @@ class ClaimBinder(Binder):
         asks = view is not None and uses_claims(view)
         if not (asks or (self.dra.is_dra_node(node) and not plugin)):
             return super()._bind(ns, name, uid, node)
-        pod = f"{ns}/{name}"
-        try:
-            self._step("read")
-            fresh = self.api.get_pod(ns, name)
-        except ApiError as e:
-            return f"gpupack: reading pod {pod} failed: {e.message or e}", "failed"
-        obj = fresh if fresh is not None else raw  # standalone mode: only filter's copy exists
-        if obj is None or str((obj.get("metadata") or {}).get("uid") or "") != uid:
-            return f"gpupack: pod {pod} is unknown (not found with UID {uid})", "failed"
-        bound = str((obj.get("spec") or {}).get("nodeName") or "")
-        if bound:
-            return ("", "ok") if bound == node else (f"gpupack: pod {pod} is already bound to {bound}", "conflict")
+        obj, done = self._unbound_pod(ns, name, uid, node, raw)
+        if obj is None:
+            return done
         claims, error = self._claims(ns, obj, node)
         if error:
             return error
