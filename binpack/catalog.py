@@ -1,6 +1,6 @@
 """GPU model catalog: memory and MIG geometry (profiles, slices, legal placements) per model.
 
-Facts come from ../shared/reference/mig.md. The catalog is the one place that knows which MIG
+Facts come from tests/data/shared/reference/mig.md. The catalog is the one place that knows which MIG
 profiles a model has and where each may start; everything else asks it. Unknown models are plain
 GPUs whose memory the caller supplies.
 """

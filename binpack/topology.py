@@ -1,6 +1,6 @@
 """GPU interconnect: pair scores, set scores, the best NVLink set, and reference board topologies.
 
-Scores follow NVIDIA's go-gpuallocator (../shared/reference/topology.md): 100 points per NVLink
+Scores follow NVIDIA's go-gpuallocator (tests/data/shared/reference/topology.md): 100 points per NVLink
 between a pair plus PCIe points by NVML topology level; a set scores the sum over its pairs.
 `Node.pcie` holds NVML levels (10 PIX .. 50 SYS); 0 means unknown and scores nothing.
 """
@@ -115,7 +115,7 @@ def disjoint_sets(nvlink: np.ndarray, free: Sequence[int], k: int) -> int:
     return most(frozenset(free))
 
 
-# Reference boards (../shared/reference/topology.md), as (nvlink, pcie) matrices.
+# Reference boards (tests/data/shared/reference/topology.md), as (nvlink, pcie) matrices.
 
 @cache
 def dgx1_v100() -> tuple[Matrix, Matrix]:

@@ -1,4 +1,4 @@
-"""The catalog against ../shared/reference/mig.md: profiles, slices, caps and legal starts per model."""
+"""The catalog against tests/data/shared/reference/mig.md: profiles, slices, caps and legal starts per model."""
 
 from __future__ import annotations
 

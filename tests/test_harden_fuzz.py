@@ -1,6 +1,6 @@
 """Issue 17: the captured kube-scheduler bodies, mutated, through the real app for every verb.
 
-Every leaf (and every object or list) of a fixture body from ../shared/fixtures/extender may be
+Every leaf (and every object or list) of a fixture body from tests/data/shared/fixtures/extender may be
 replaced by null, a value of another type, a huge or negative number, a long string or a bad
 quantity. Whatever arrives: no 5xx, no "internal error", always the verb's result type; a value of
 the wrong type where the wire format or a Pod has an object, a list or a string is a 400; and a

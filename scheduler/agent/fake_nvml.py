@@ -4,7 +4,7 @@ on a machine without GPUs (`gpupack agent --once --print --fake dgx1-v100`).
 It models what the agent reads and writes: devices (name, UUID, memory, PCI bus id), the PCIe
 tree (socket, PCIe switch), NVLink links with their far ends (a GPU, an NVSwitch, or down), MIG
 GPU and compute instances with NVML's profile IDs and legal placements for an 8-slot A100-80GB
-(../shared/reference/mig.md), and the failures: no library, no driver, a lost GPU, old drivers.
+(tests/data/shared/reference/mig.md), and the failures: no library, no driver, a lost GPU, old drivers.
 Errors are pynvml's own NVMLError, so `except nvml.NVMLError` means the same on both.
 """
 

@@ -4,7 +4,7 @@ NVLink: every active link of every GPU is followed to its far end. A link whose 
 GPU counts towards that pair (seen from both ends; the smaller count wins, so a link that only
 one side reports, e.g. to a lost GPU, is not trusted). On NVSwitch boards the far end is a
 switch, so remote PCI ids never name a peer (the go-gpuallocator gap of
-../shared/reference/topology.md): a pair of switch-attached GPUs that NVML says can talk over
+tests/data/shared/reference/topology.md): a pair of switch-attached GPUs that NVML says can talk over
 NVLink (P2P status) gets min(links of each), as HAMi's fix does.
 PCIe: nvmlDeviceGetTopologyCommonAncestor per pair, kept as the NVML level (10 PIX .. 50 SYS).
 """

@@ -5,7 +5,7 @@ NVML speaks in profile IDs (19 for a 1-slice GI on an 8-slot part), gpupack in c
 profile enum) matched against binpack's catalog by geometry: compute slices, memory slices (the
 placement size) and the media-extension flag; the NVML name is the tie-breaker and the fallback.
 A GPU instance split into several compute instances (`1c.3g.40gb`) is reported but not offered:
-gpupack books whole GPU instances only (../shared/reference/mig.md, R8).
+gpupack books whole GPU instances only (tests/data/shared/reference/mig.md, R8).
 """
 
 from __future__ import annotations

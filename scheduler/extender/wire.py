@@ -4,7 +4,7 @@ The Go structs have no json tags, so keys are the Go field names (`Pod`, `NodeNa
 Parsing checks only the shape gpupack relies on, and raises WireError (HTTP 400) otherwise; it
 never builds pydantic models (a NodeList of 500 full Nodes must cost well under a millisecond).
 Answers always carry every field of the result type, `null` where the Go side has a nil pointer,
-exactly like the recorded answers in ../shared/fixtures/extender.
+exactly like the recorded answers in tests/data/shared/fixtures/extender.
 """
 
 from __future__ import annotations
