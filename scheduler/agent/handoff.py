@@ -313,6 +313,7 @@ def mismatches(books: Bookings,
     record books."""
     out: list[Mismatch] = []
     booked = {(b.key, b.resource): b for b in books.items}
+    pods = {b.key[:2] for b in books.items}
     for key, per in allocated.items():
         for resource, ids in per.items():
             if not (resource in (GPU_RESOURCE, SHARE_RESOURCE) or resource.startswith(MIG_PREFIX)):
@@ -320,7 +321,7 @@ def mismatches(books: Bookings,
             b = booked.get((key, resource))
             got = tuple(sorted({_gpu_of(i) for i in ids} if resource == SHARE_RESOURCE else set(ids)))
             if b is None:
-                if key[:2] not in {bb.key[:2] for bb in books.items}:
+                if key[:2] not in pods:
                     out.append(Mismatch(*key, resource, got))
                 continue
             if got != tuple(sorted(b.devices)):

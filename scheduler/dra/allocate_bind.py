@@ -91,7 +91,7 @@ class AllocatingBinder(ClaimBinder):
 
     def _bind(self, ns: str, name: str, uid: str, node: str) -> tuple[str, str]:
         raw = self.state.raw_pod(uid)
-        view = raw if raw is not None else self.state.claims_view(uid)  # raw pods are kept in demo mode only
+        view = self.state.claims_view(uid)
         if view is None or not uses_claims(view) or not isinstance(self.api, ClaimWriter):
             return super()._bind(ns, name, uid, node)
         obj, done = self._unbound_pod(ns, name, uid, node, raw)

@@ -60,7 +60,7 @@ class ClaimBinder(Binder):
         req = self.state.request_for(uid)
         # shares and device-plugin MIG asks are gpupack's own to place and record, wherever they land
         plugin = req is not None and req.demand.kind in (DemandKind.SHARE, DemandKind.MIG)
-        view = raw if raw is not None else self.state.claims_view(uid)  # raw pods are kept in demo mode only
+        view = self.state.claims_view(uid)
         asks = view is not None and uses_claims(view)
         if not (asks or (self.dra.is_dra_node(node) and not plugin)):
             return super()._bind(ns, name, uid, node)

@@ -5,7 +5,6 @@ at bind (allocate_bind.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from scheduler.dra.allocate import Unallocatable, allocate_claims, claim_spec, without
 from scheduler.dra.bind import ClaimBinder
@@ -18,8 +17,6 @@ from scheduler.state.binder import BindResult
 from scheduler.state.cluster import ClusterState, StateView
 from scheduler.state.kubeapi import KubeApi
 
-Obj = dict[str, Any]
-
 
 class ClaimVeto:
     """Filter in allocate mode: the nodes where the pod's unallocated claims cannot all get devices (their
@@ -30,16 +27,12 @@ class ClaimVeto:
         self.state = state
         self.dra = dra
 
-    def _claims_of(self, uid: str) -> Obj | None:
-        # the claim fields the verbs kept (raw pods are kept in demo mode only)
-        return self.state.raw_pod(uid) or self.state.claims_view(uid)
-
     def applies(self, req: PodRequest) -> bool:
-        raw = self._claims_of(req.uid)
+        raw = self.state.claims_view(req.uid)
         return raw is not None and uses_claims(raw)
 
     def __call__(self, req: PodRequest, view: StateView, names: Sequence[str]) -> dict[str, tuple[str, bool]]:
-        raw = self._claims_of(req.uid)
+        raw = self.state.claims_view(req.uid)
         if raw is None:
             return {}
         refs = claim_refs(raw)

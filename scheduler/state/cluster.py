@@ -320,7 +320,7 @@ class ClusterState:
                         self._observe(uid, hit.request)
         if hit.request is None:
             raise InvalidPod(hit.error)
-        if self.translate is None:
+        if self.translate is None or hit.claims is None:  # a pod naming no claim: nothing to translate
             return hit.request
         req = self.translate(pod, hit.request)  # DRA: a claim-only pod's demand, from its claims
         if req is not hit.request and req.managed:
