@@ -53,6 +53,21 @@ class _Event:
     node: str
 
 
+def event_body(pod: PodRef, type_: str, reason: str, message: str, component: str, node: str = "") -> Obj:
+    """A core/v1 Event on a pod, as every gpupack component writes it (the message cut to 1 KiB)."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{pod.name}.{uuid.uuid4().hex[:12]}", "namespace": pod.namespace},
+        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": pod.namespace, "name": pod.name,
+                           "uid": pod.uid},
+        "reason": reason, "message": message[:1024], "type": type_, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+        "source": {"component": component, **({"host": node} if node else {})},
+        "reportingComponent": component,
+    }
+
+
 class EventRecorder:
     """Writes Events through `api` (a KubeApi with create_event; without it events are only logged)."""
 
@@ -110,17 +125,7 @@ class EventRecorder:
 
     def _write(self, ev: _Event) -> None:
         assert self.api is not None
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body: Obj = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{ev.pod.name}.{uuid.uuid4().hex[:12]}", "namespace": ev.pod.namespace},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ev.pod.namespace,
-                               "name": ev.pod.name, "uid": ev.pod.uid},
-            "reason": ev.reason, "message": ev.message[:1024], "type": ev.type, "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": self.component, **({"host": ev.node} if ev.node else {})},
-            "reportingComponent": self.component,
-        }
+        body = event_body(ev.pod, ev.type, ev.reason, ev.message, self.component, ev.node)
         try:
             self.api.create_event(ev.pod.namespace, body)
         except Exception as e:  # best effort: an Event lost is a log line, never a failed verb

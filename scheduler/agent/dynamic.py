@@ -21,12 +21,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from binpack import DemandKind, lookup
 from scheduler.agent import migdev
 from scheduler.agent import nvml as nv
 from scheduler.agent.nvml import Nvml
+from scheduler.agent.records import node_pods
 from scheduler.devices import InvalidDevices, placement_from
 
 log = logging.getLogger("gpupack.agent.mig")
@@ -147,11 +146,8 @@ def _compute_slices(model: str, profile: str) -> int:
 
 
 def _list_pods(api: Any, node: str) -> tuple[dict[str, dict[str, Any]], str]:
-    resp = api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", _preload_content=False,
-                                           _request_timeout=(5, 60))
-    doc = orjson.loads(resp.data)
-    pods = {p["metadata"]["uid"]: p for p in doc.get("items") or []}
-    return pods, str((doc.get("metadata") or {}).get("resourceVersion") or "")
+    items, rv = node_pods(api, node, (5, 60))
+    return {p["metadata"]["uid"]: p for p in items}, rv
 
 
 class MigController:

@@ -7,9 +7,7 @@ a concurrent write is never lost, and puts a Warning Event on the pod saying wha
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +16,7 @@ import orjson
 from binpack import Gpu
 from scheduler.agent.handoff import Booking
 from scheduler.devices import DEVICES, corrected
-from scheduler.logfmt import about
+from scheduler.events import PodRef, event_body
 
 log = logging.getLogger("gpupack.agent.records")
 CORRECTED_REASON = "GpupackDevicesCorrected"
@@ -34,6 +32,14 @@ def _drain(resp: Any) -> bytes:
     return data
 
 
+def node_pods(api: Any, node: str, timeout: tuple[float, float] = _TIMEOUT) -> tuple[list[dict[str, Any]], str]:
+    """The pods bound to `node` (field selector spec.nodeName) and the list's resourceVersion."""
+    resp = api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", _preload_content=False,
+                                           _request_timeout=timeout)
+    doc = orjson.loads(_drain(resp))
+    return list(doc.get("items") or []), str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
+
 class KubePodSource:
     """PodSource over a kubernetes CoreV1Api; `gpus` gives the node's current inventory."""
 
@@ -43,9 +49,7 @@ class KubePodSource:
         self.gpus = gpus
 
     def pods(self) -> list[Mapping[str, Any]]:
-        resp = self.api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}",
-                                                    _preload_content=False, _request_timeout=_TIMEOUT)
-        return list(orjson.loads(_drain(resp)).get("items") or [])
+        return list(node_pods(self.api, self.node)[0])
 
     def _read(self, ns: str, name: str) -> dict[str, Any]:
         resp = self.api.read_namespaced_pod(name, ns, _preload_content=False, _request_timeout=_TIMEOUT)
@@ -66,20 +70,12 @@ class KubePodSource:
     def event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str = "Warning") -> None:
         """A core/v1 Event on the pod (best effort: a failed Event is a log line)."""
         meta = pod.get("metadata") or {}
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:12]}", "namespace": meta.get("namespace")},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta.get("namespace"),
-                               "name": meta.get("name"), "uid": meta.get("uid")},
-            "reason": reason, "message": message[:1024], "type": kind, "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": "gpupack-agent", "host": self.node},
-        }
+        ref = PodRef(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""))
         try:
-            self.api.create_namespaced_event(meta.get("namespace"), body, _request_timeout=_TIMEOUT)
+            self.api.create_namespaced_event(ref.namespace, event_body(ref, kind, reason, message, "gpupack-agent",
+                                                                       self.node), _request_timeout=_TIMEOUT)
         except Exception as e:
-            log.warning("event on %s/%s not written: %s", meta.get("namespace"), meta.get("name"), e,
-                        extra=about(f"{meta.get('namespace')}/{meta.get('name')}"))
+            log.warning("event on %s/%s not written: %s", ref.namespace, ref.name, e)
 
 
 __all__ = ["CORRECTED_REASON", "KubePodSource"]
