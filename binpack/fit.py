@@ -8,37 +8,27 @@ what is free now, from the bit sets and lookup tables of snapshot.py and tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import numpy as np
 
 from binpack import rows
 from binpack.catalog import FULL_MILLI, lookup
+from binpack.reasons import Insufficient, Reason, requested
 from binpack.snapshot import Snapshot, Static, View, _frozen
 from binpack.tables import cliques, mig_now, mig_table, per_demand
 from binpack.types import Demand, DemandKind, Topology
 
 
-class Reason(IntEnum):
-    FITS = 0
-    NO_GPU = 1
-    WRONG_MODEL = 2
-    TOO_FEW_GPUS = 3
-    NO_NVLINK_SET = 4
-    NO_MIG_PROFILE = 5
-    TOO_FEW_MIG = 6
-    SHARE_TOO_BIG = 7
-    CPU_TOO_BIG = 8
-    MEMORY_TOO_BIG = 9
-    NO_SHARE_GPU = 10
-    RESOLVABLE = 20  # codes from here on may fit after evictions
-    GPUS_BUSY = 21
-    NVLINK_BUSY = 22
-    SHARE_BUSY = 23
-    MIG_BUSY = 24
-    CPU_BUSY = 25
-    MEMORY_BUSY = 26
+@dataclass(frozen=True, slots=True, eq=False)
+class FitAux:
+    """Per-node arrays fit computed for its checks that score reads again (same view), by demand kind."""
+
+    whole_bits: np.ndarray | None = None  # (N,) whole-free GPUs of the demand's models, as bit sets
+    share_gpus: np.ndarray | None = None  # (N, K) GPUs that can take the share now
+    mig_ever: np.ndarray | None = None  # (N,) instances of the profile each node could ever hold
+    mig_now: np.ndarray | None = None  # (N,) and could hold now
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,16 +41,38 @@ class FitResult:
     reason: np.ndarray  # (N,) int8 Reason
     have: np.ndarray  # (N,) int64: what the node has of the missing thing (free GPUs, MiB...)
     # what fit computed on the way that score needs too (same snapshot): never part of the verdict
-    aux: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    aux: FitAux = field(default_factory=FitAux, repr=False)
 
     @property
     def resolvable(self) -> np.ndarray:
         """(N,) True where evicting pods could make the demand fit."""
         return self.reason >= Reason.RESOLVABLE
 
+    def insufficient(self, i: int) -> Insufficient:
+        """Node i's failed check with what was requested, what the node has and its capacity."""
+        s = self.snapshot.static
+        r = Reason(int(self.reason[i]))
+        have = int(self.have[i])
+        cap = _CAPACITY.get(r)
+        return Insufficient(
+            r, self.demand, requested(r, self.demand), max(have, 0) if r is Reason.GPUS_BUSY else have,
+            None if cap is None else int(cap(s)[i]),
+            tuple(sorted({g.model for g in s.nodes[i].gpus})) if r is Reason.WRONG_MODEL else ())
+
     def message(self, i: int) -> str:
         """The reason for node i in words (empty when it fits)."""
-        return _message(self.snapshot.static, self.demand, int(i), Reason(int(self.reason[i])), int(self.have[i]))
+        return self.insufficient(int(i)).message
+
+
+# the node's capacity of the amount a reason is about, where it has one: (N,) per reason
+_CAPACITY: dict[Reason, Callable[[Static], np.ndarray]] = {
+    Reason.CPU_TOO_BIG: lambda s: s.cpu_total,
+    Reason.CPU_BUSY: lambda s: s.cpu_total,
+    Reason.MEMORY_TOO_BIG: lambda s: s.hmem_total,
+    Reason.MEMORY_BUSY: lambda s: s.hmem_total,
+    Reason.TOO_FEW_GPUS: lambda s: s.gpu_count,
+    Reason.GPUS_BUSY: lambda s: s.gpu_count,
+}
 
 
 def _mig_tables(s: Static, profile: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -159,12 +171,12 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
     n = len(s.names)
     static_reason, static_have = per_demand(s, ("static", d), lambda: _static_checks(s, d))
     ok = static_reason == 0
-    aux: dict[str, np.ndarray] = {}
+    aux = FitAux()
     busy: list[Check] = []
     if d.kind is DemandKind.WHOLE:
         wb = v.whole_bits
         wm = wb & s.model_bits(d.models) if d.models else wb
-        aux["whole_bits"] = wm
+        aux = FitAux(whole_bits=wm)
         # foreign pods hold unknown GPUs of any model: count them against the node, not the model
         spare = np.bitwise_count(wb).astype(np.int64) - v.foreign
         free = np.minimum(np.bitwise_count(wm), spare) if d.models else spare
@@ -174,12 +186,12 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
             busy.append((now < d.count, Reason.NVLINK_BUSY, now))
     elif d.kind is DemandKind.SHARE:
         can = share_gpus(v, d)
-        aux["share_gpus"] = can
+        aux = FitAux(share_gpus=can)
         busy.append((~rows.any_(can), Reason.SHARE_BUSY, 0))
     elif d.kind is DemandKind.MIG:
         t = mig_table(s, d.mig_profile, d.models)
         now = mig_now(t, v.mig_used, v.me_used, n)
-        aux["mig_ever"], aux["mig_now"] = t.ever, now
+        aux = FitAux(mig_ever=t.ever, mig_now=now)
         busy.append((now < d.count, Reason.MIG_BUSY, now))
     if d.cpu_milli:
         busy.append((v.cpu_free < d.cpu_milli, Reason.CPU_BUSY, v.cpu_free))
@@ -189,42 +201,3 @@ def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
     reason = np.where(ok, reason, static_reason)
     have = np.where(ok, have, static_have)
     return FitResult(snapshot, d, reason == 0, reason, have, aux)
-
-
-def _message(s: Static, d: Demand, i: int, r: Reason, have: int) -> str:
-    n = d.count
-    if r is Reason.FITS:
-        return ""
-    if r is Reason.NO_GPU:
-        return "node has no usable GPU"
-    if r is Reason.WRONG_MODEL:
-        models = sorted({g.model for g in s.nodes[i].gpus})
-        return f"needs GPU model {'|'.join(sorted(d.models))}; node has {', '.join(models)}"
-    if r is Reason.TOO_FEW_GPUS:
-        return f"needs {n} GPUs; node has {have} that qualify"
-    if r is Reason.NO_NVLINK_SET:
-        return f"needs {n} GPUs linked by NVLink; node's largest NVLink set is {have}"
-    if r is Reason.NO_MIG_PROFILE:
-        return f"needs MIG {d.mig_profile}; no GPU on node offers that profile"
-    if r is Reason.TOO_FEW_MIG:
-        return f"needs {n} MIG {d.mig_profile}; node can hold at most {have}"
-    if r is Reason.NO_SHARE_GPU:
-        return "needs a share of one GPU; every GPU that qualifies is in MIG mode (ask for a MIG profile)"
-    if r is Reason.SHARE_TOO_BIG:
-        return f"needs {d.memory_mib} MiB on one GPU; node's largest GPU has {have} MiB"
-    if r in (Reason.CPU_TOO_BIG, Reason.CPU_BUSY):
-        word = "allocatable" if r is Reason.CPU_TOO_BIG else "free"
-        return f"needs {d.cpu_milli}m CPU; node has {have}m {word}"
-    if r in (Reason.MEMORY_TOO_BIG, Reason.MEMORY_BUSY):
-        word = "allocatable" if r is Reason.MEMORY_TOO_BIG else "free"
-        return f"needs {d.host_memory_mib} MiB memory; node has {have} MiB {word}"
-    if r is Reason.GPUS_BUSY:
-        return f"needs {n} free GPUs; {max(have, 0)} free"
-    if r is Reason.NVLINK_BUSY:
-        return f"needs {n} GPUs linked by NVLink; largest free NVLink set has {have}"
-    if r is Reason.SHARE_BUSY:
-        pct = f" and {d.compute_milli * 100 // FULL_MILLI}% compute" if d.compute_milli else ""
-        return f"needs {d.memory_mib} MiB{pct} on one GPU; no GPU has that much free"
-    if r is Reason.MIG_BUSY:
-        return f"needs {n} free MIG {d.mig_profile}; {have} free"
-    return r.name.lower()

@@ -194,7 +194,7 @@ def _values(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy, rows: np.
     if d.kind is DemandKind.NONE:
         pass  # only CPU and memory change: nothing moves on the GPUs
     elif d.kind is DemandKind.WHOLE:
-        wm = fitted.aux.get("whole_bits")
+        wm = fitted.aux.whole_bits
         if wm is None:
             wm = v.whole_bits & v.s.model_bits(d.models) if d.models else v.whole_bits
         bits = _sel(wm, at)
@@ -213,7 +213,7 @@ def _values(fitted: FitResult, mix: Mix, v: View, policy: ScorePolicy, rows: np.
                 for m in g.models]))
     else:
         xi = _sel(v.milli, at).T.copy()  # (K, R) int16, see frag.stats
-        ok = share_gpus(v, d) if "share_gpus" not in fitted.aux else fitted.aux["share_gpus"]
+        ok = share_gpus(v, d) if fitted.aux.share_gpus is None else fitted.aux.share_gpus
         g_at = _pick_share(xi, _sel(ok, at).T.copy(), mix, d.compute_milli)
         choice = g_at
         flat = g_at * len(idx) + np.arange(len(idx))  # (slot, row) in the (K, R) layout
@@ -432,7 +432,7 @@ def _pick_share(xi: np.ndarray, okt: np.ndarray, mix: Mix, take: int) -> np.ndar
 
 def _mig_value(v: View, fitted: FitResult, rows: np.ndarray) -> np.ndarray:
     """Pack MIG slices: prefer nodes whose MIG capacity for the profile is already most used."""
-    ever, now = fitted.aux.get("mig_ever"), fitted.aux.get("mig_now")
+    ever, now = fitted.aux.mig_ever, fitted.aux.mig_now
     if ever is None or now is None:
         ever, now = mig_counts(v, fitted.demand)
     return -(fast.take(now, rows) - fitted.demand.count) / np.maximum(fast.take(ever, rows), 1)

@@ -84,3 +84,19 @@ def test_foreign_pods_leave_shares_only_the_gpus_they_cannot_hold() -> None:
     assert not fit(snap, Demand.whole(1)).fits[0]
     full = allocate(snap, Placement("n", (0,), memory_mib=15200, compute_milli=900, kind=Demand.share(10).kind))
     assert fit(full, Demand.share(memory_mib=100)).reason[0] == Reason.SHARE_BUSY
+
+
+def test_a_failed_check_carries_requested_have_and_capacity() -> None:
+    snap = cluster()
+    cpu = fit(snap, Demand.whole(1, cpu_milli=4_000)).insufficient(snap.node_index("t4"))
+    assert (cpu.reason, cpu.requested, cpu.have, cpu.capacity) == (Reason.CPU_BUSY, 4_000, 2_000, 8_000)
+    busy = fit(snap, Demand.whole(4)).insufficient(snap.node_index("h100"))
+    assert (busy.reason, busy.requested, busy.have, busy.capacity) == (Reason.GPUS_BUSY, 4, 2, 8)
+    model = fit(snap, Demand.whole(2, models=H100)).insufficient(snap.node_index("t4"))
+    assert model.node_models == ("T4",) and model.capacity is None
+
+
+def test_every_reason_has_a_sentence() -> None:
+    from binpack.reasons import TEMPLATES
+
+    assert set(TEMPLATES) == set(Reason) - {Reason.RESOLVABLE}
