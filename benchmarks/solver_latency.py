@@ -211,7 +211,7 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
                 cur = release(cur, flip) if booked else allocate(cur, flip)
                 booked = not booked
                 if how == "full":
-                    forget()
+                    forget(cur.static)
                 wall, cpu = _timed(lambda c=cur, d=d: score(fit(c, d), mix))  # type: ignore[misc]
                 times[f"{how}.{name}"].append(wall)
                 cpu_times[f"{how}.{name}"].append(cpu)
@@ -240,9 +240,9 @@ def run_solver_latency(nodes: int = 5000, gpus_per_node: int = 8, repeats: int =
         verdict = fit(snap, d)
         ours, theirs = [], []
         for _ in range(repeats):  # full passes: what the terms cost, not what is remembered
-            forget()
+            forget(snap.static)
             ours.append(_timed(lambda v=verdict: score(v, mix))[1])  # type: ignore[misc]
-            forget()
+            forget(snap.static)
             theirs.append(_timed(lambda v=verdict: score(v, mix, policy=fgd_only))[1])  # type: ignore[misc]
         out[f"terms_cost_ratio.{name}"] = float(np.median(ours) / np.median(theirs))
     for name in ("whole-2", "share-25%", "mig-1g.10gb"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from binpack import rows
 from binpack.catalog import FULL_MILLI, lookup
+from binpack.memo import ShareOkKey, VerdictKey
 from binpack.reasons import Insufficient, Reason, requested
 from binpack.snapshot import Snapshot, Static, View, _frozen
 from binpack.tables import cliques, mig_now, mig_table, per_demand
@@ -77,8 +78,7 @@ _CAPACITY: dict[Reason, Callable[[Static], np.ndarray]] = {
 
 def _mig_tables(s: Static, profile: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """Per model: the memory-slice masks of the profile's legal placements and their layout bits."""
-    key = ("mig", profile)
-    hit = s.cache.get(key)
+    hit = s.memo.mig_placements.get(profile)
     if hit is None:
         j = 7
         masks = np.full((len(s.models) + 1, j), -1, np.int16)
@@ -94,7 +94,17 @@ def _mig_tables(s: Static, profile: str) -> tuple[np.ndarray, np.ndarray, bool]:
             for c, (mask, start) in enumerate(zip(prof.masks(), prof.starts, strict=True)):
                 masks[m, c] = mask
                 bits[m, c] = pb[(profile, start)]
-        hit = s.cache[key] = (masks, bits, me)
+        hit = s.memo.mig_placements[profile] = (masks, bits, me)
+    return hit
+
+
+def model_sets(s: Static) -> np.ndarray:
+    """(N,) an id per distinct set of GPU models on a node (the wrong-model sentence names the set)."""
+    hit = s.memo.model_sets
+    if hit is None:
+        ids: dict[frozenset[str], int] = {}
+        hit = s.memo.model_sets = _frozen(np.asarray(
+            [ids.setdefault(frozenset(g.model for g in n.gpus), len(ids)) for n in s.nodes], np.int64))
     return hit
 
 
@@ -107,7 +117,7 @@ def mig_counts(v: View, demand: Demand) -> tuple[np.ndarray, np.ndarray]:
 def share_gpus(v: View, demand: Demand) -> np.ndarray:
     """(N,K) GPUs that can take the share now (foreign pods may hold unknown whole GPUs)."""
     s = v.s
-    ok = per_demand(s, ("share_ok", demand.models), lambda: _frozen(s.model_ok(demand.models) & s.plain))
+    ok = per_demand(s, ShareOkKey(demand.models), lambda: _frozen(s.model_ok(demand.models) & s.plain))
     if demand.memory_mib:
         ok = ok & (v.mem_free >= demand.memory_mib)
     if demand.compute_milli:
@@ -169,7 +179,7 @@ def _first(checks: list[Check], n: int) -> tuple[np.ndarray, np.ndarray]:
 def _fit(snapshot: Snapshot, v: View, d: Demand) -> FitResult:
     s = v.s
     n = len(s.names)
-    static_reason, static_have = per_demand(s, ("static", d), lambda: _static_checks(s, d))
+    static_reason, static_have = per_demand(s, VerdictKey(d), lambda: _static_checks(s, d))
     ok = static_reason == 0
     aux = FitAux()
     busy: list[Check] = []

@@ -1,4 +1,4 @@
-"""`frag`: FGD's fragmentation measure, its balance term, and a per-node cache of both.
+"""`frag`: FGD's fragmentation measure, its balance term, and a per-node memory of both (in LayoutMemo).
 
 The measure (Weng et al., USENIX ATC'23): a node's fragmentation is the GPU capacity that the
 workload mix's tasks could not use there, weighted by how often each task arrives. score.py scores a
@@ -9,14 +9,12 @@ a bind changes a node, so `current` keeps it per node and recomputes only the no
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from binpack.mix import Mix
-from binpack.snapshot import Static, View
+from binpack.snapshot import View
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,12 +43,12 @@ class Groups:
         return per_group.take(self.gu, axis=0)
 
 
-_GROUPS: weakref.WeakKeyDictionary[Mix, Groups] = weakref.WeakKeyDictionary()
 _UNIT = 2.0**-30  # probabilities as integers of this unit: sums of products with milli stay exact
 
 
 def groups(mix: Mix) -> Groups:
-    hit = _GROUPS.get(mix)
+    """The mix's classes grouped by allowed models (Mix.tables keeps them)."""
+    hit = mix.tables.groups
     if hit is None:
         count, milli, tcpu, tmem = mix.arrays()
         models = tuple(dict.fromkeys(c.models for c in mix.classes))
@@ -70,7 +68,7 @@ def groups(mix: Mix) -> Groups:
         th_all = np.concatenate(ths).astype(np.int32) if ths else np.zeros(0, np.int32)
         at = np.asarray(order, np.int64)
         q = np.round(mix.prob.take(at) / _UNIT)
-        hit = _GROUPS[mix] = Groups(
+        hit = mix.tables.groups = Groups(
             models, th_all, th_all.astype(np.int16)[:, None, None],
             np.concatenate(gus) if gus else np.zeros(0, np.int64),
             np.concatenate(uis) if uis else np.zeros(0, np.int64),
@@ -118,17 +116,14 @@ def lost(st: Stats, cpu: np.ndarray, hmem: np.ndarray, mix: Mix, balance: float 
     return out + balance * stranded(st.total, cpu, hmem, mix) if balance else out
 
 
-_RATIOS: weakref.WeakKeyDictionary[Mix, tuple[float, float]] = weakref.WeakKeyDictionary()
-
-
 def stranded(total: np.ndarray, cpu: np.ndarray, hmem: np.ndarray, mix: Mix) -> np.ndarray:
     """Per row, free GPU milli beyond what the free CPU (host memory) can feed at the mix's CPU
     (memory) per GPU milli: GPU that the mix's tasks will find without CPU or memory to go with it."""
-    ratios = _RATIOS.get(mix)
+    ratios = mix.tables.ratios
     if ratios is None:
         count, milli, tcpu, tmem = mix.arrays()
         vol = float((mix.prob * count * milli).sum())
-        ratios = _RATIOS[mix] = ((float((mix.prob * tcpu).sum()) / vol, float((mix.prob * tmem).sum()) / vol)
+        ratios = mix.tables.ratios = ((float((mix.prob * tcpu).sum()) / vol, float((mix.prob * tmem).sum()) / vol)
                                  if vol > 0 else (0.0, 0.0))  # no GPU task in the mix: nothing to feed
     rc, rm = ratios
     short = np.maximum(total - cpu / rc, 0.0) if rc > 0 else np.zeros(len(total))
@@ -165,18 +160,14 @@ def frag(v: View, rows: np.ndarray, x: np.ndarray, cpu: np.ndarray, hmem: np.nda
 
 
 @dataclass(eq=False)
-class _Current:
-    """Per (mix, cluster): every node's stats and loss (per balance weight) as of an epoch of the
-    cluster's columns (persist.Columns: which rows changed since is logged there)."""
+class Current:
+    """Per (mix, cluster layout; kept in LayoutMemo.of_mix): every node's stats and loss (per balance
+    weight) as of an epoch of the cluster's columns (persist.Columns: which rows changed since is
+    logged there)."""
 
-    static: Static
     epoch: int
     stats: Stats  # over all N rows
     lost: dict[float, np.ndarray]  # balance weight -> (N,)
-
-
-_CURRENT: weakref.WeakKeyDictionary[Mix, dict[int, _Current]] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()  # one writer per cache: the scheduler's threads share mixes and clusters
 
 
 def current(v: View, rows: np.ndarray | None, mix: Mix, balance: float) -> tuple[Stats, np.ndarray]:
@@ -185,15 +176,15 @@ def current(v: View, rows: np.ndarray | None, mix: Mix, balance: float) -> tuple
     first call for a mix a call recomputes only the nodes that changed since (v.changed_since). For
     every row the kept arrays themselves come back, read-only: a refresh replaces them rather than
     writing into them, so a caller on another thread keeps a stable copy."""
-    with _LOCK:
-        s = v.s
-        per = _CURRENT.setdefault(mix, {})
-        hit = per.get(id(s))
-        stale = v.changed_since(hit.epoch) if hit is not None and hit.static is s else None
+    s = v.s
+    mem = s.memo.of_mix(mix)
+    with mem.current_lock:  # one writer: the scheduler's threads share mixes and clusters
+        hit = mem.current
+        stale = v.changed_since(hit.epoch) if hit is not None else None
         if hit is None or stale is None:
             every = np.arange(len(s.names))
             full = _frozen(stats(v, every, np.ascontiguousarray(v.milli.T), mix))
-            hit = per[id(s)] = _Current(s, v.epoch or 0, full, {})
+            hit = mem.current = Current(v.epoch or 0, full, {})
         elif len(stale):
             _refresh(v, hit, mix, stale)
         out = hit.lost.get(balance)
@@ -212,7 +203,7 @@ def _frozen(st: Stats) -> Stats:
     return st
 
 
-def _refresh(v: View, hit: _Current, mix: Mix, rows: np.ndarray) -> None:
+def _refresh(v: View, hit: Current, mix: Mix, rows: np.ndarray) -> None:
     """Recompute `rows` into copies of the kept arrays (~0.2 MB at 5,000 nodes, a few us), which
     then replace them."""
     new = stats(v, rows, np.ascontiguousarray(v.milli.take(rows, axis=0).T), mix)

@@ -115,7 +115,7 @@ def _nvlink(d: Demand) -> bool:
 def _disjoint(v: View, n: int, free_row: np.ndarray, k: int) -> int:
     s = v.s
     mask = int((free_row * (1 << np.arange(s.k))).sum())
-    memo = s.cache.setdefault("disjoint", {})
+    memo = s.memo.disjoint
     key = (int(s.topo_id[n]), mask, k)
     if key not in memo:
         memo[key] = disjoint_sets(s.nvlink[n], np.flatnonzero(free_row).tolist(), k)

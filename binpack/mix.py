@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
 
 from binpack.catalog import FULL_MILLI
+from binpack.memo import MixTables
 from binpack.types import MAX_AMOUNT, MAX_GPUS_PER_NODE, Demand, DemandKind, Topology
 
 
@@ -69,6 +70,9 @@ class Mix:
     # (class with its pods' mean host memory, share of all GPU volume) per multi-GPU class that allows
     # any model: whether only some nodes can host it depends on the cluster (score.py's contention)
     shaped: tuple[tuple[TaskClass, float], ...] = ()
+    # what binpack derives from this mix alone, built on first use (not an init field: `replace` and
+    # a new mix start empty)
+    tables: MixTables = field(default_factory=MixTables, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, weighted: Iterable[tuple[TaskClass, float]], version: int = 0, cpu_only: float = 0.0,

@@ -15,8 +15,8 @@ import numpy as np
 from binpack.catalog import lookup
 from binpack.fit import _fit, _mig_tables
 from binpack.mix import EMPTY_MIX, Mix
-from binpack.score import _share_gpu
 from binpack.snapshot import Snapshot, View
+from binpack.terms.share_choice import share_gpu
 from binpack.topology import best_set
 from binpack.types import Demand, DemandKind, MigMode, MigSlot, Placement, Topology
 
@@ -41,7 +41,7 @@ def _place(v: View, d: Demand, i: int, mix: Mix) -> Placement:
         bits = int(v.whole_bits[i]) & (int(s.model_bits(d.models)[i]) if d.models else -1)
         free = [g for g in range(s.k) if (bits >> g) & 1]
         need = d.topology is Topology.NVLINK and d.count > 1
-        memo = s.cache.setdefault("place_whole", {})
+        memo = s.memo.place_whole
         key = (int(s.topo_id[i]), tuple(free), d.count, need)
         chosen = memo.get(key)
         if chosen is None:
@@ -50,7 +50,7 @@ def _place(v: View, d: Demand, i: int, mix: Mix) -> Placement:
         return Placement(gpus=tuple(chosen), **common)  # type: ignore[arg-type]
     if d.kind is DemandKind.SHARE:
         rows = np.asarray([i])
-        g = int(_share_gpu(v, d, rows, v.free_milli()[rows], mix)[0])
+        g = int(share_gpu(v, d, rows, v.free_milli()[rows], mix)[0])
         return Placement(gpus=(g,), memory_mib=d.memory_mib, compute_milli=d.compute_milli, **common)  # type: ignore[arg-type]
     return Placement(mig=_place_mig(v, d, i), **common)  # type: ignore[arg-type]
 

@@ -11,7 +11,6 @@ strand it, whatever comes next; score.py charges that gap (README, packing quali
 from __future__ import annotations
 
 import itertools
-import weakref
 
 import numpy as np
 from ortools.linear_solver import pywraplp
@@ -21,7 +20,8 @@ from binpack.mix import Mix
 
 MAX_PATTERNS = 20_000  # enumeration bound: beyond it no plan (every gap on plan), never a slow answer
 
-_PLANS: weakref.WeakKeyDictionary[Mix, np.ndarray] = weakref.WeakKeyDictionary()
+# the plans of recent share frequencies, whichever mix asked: a learned mix is replaced often while
+# its rounded frequencies stay put, and the LP is what costs (a pure function's memo, bounded)
 _BY_KEY: dict[tuple[tuple[int, float], ...], np.ndarray] = {}
 
 
@@ -86,7 +86,7 @@ def solve(freq: tuple[tuple[int, float], ...]) -> np.ndarray:
 def planned_gaps(mix: Mix) -> np.ndarray:
     """(FULL_MILLI + 1,) bool per free milli: on plan for the mix (cached per mix and per rounded
     share frequencies: the LP runs when the share sizes or their frequencies move)."""
-    hit = _PLANS.get(mix)
+    hit = mix.tables.plan
     if hit is None:
         key = share_sizes(mix)
         hit = _BY_KEY.get(key)
@@ -95,5 +95,5 @@ def planned_gaps(mix: Mix) -> np.ndarray:
                 _BY_KEY.clear()
             hit = _BY_KEY[key] = solve(key)
             hit.flags.writeable = False
-        _PLANS[mix] = hit
+        mix.tables.plan = hit
     return hit

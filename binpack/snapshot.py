@@ -15,11 +15,11 @@ import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from binpack.catalog import FULL_MILLI, lookup
+from binpack.memo import LayoutMemo
 from binpack.persist import Columns, Diff, _Version
 from binpack.topology import pair_scores
 from binpack.types import MigMode, Node
@@ -50,14 +50,14 @@ class Static:
     hmem_total: np.ndarray  # (N,) int64 MiB
     topo_id: np.ndarray  # (N,) int32: nodes with equal NVLink and PCIe matrices share an id
     complete: np.ndarray  # (N,) bool: every GPU pair NVLinked (NVSwitch-like)
-    cache: dict[Any, Any] = field(default_factory=dict)
+    memo: LayoutMemo = field(default_factory=LayoutMemo, repr=False)  # what binpack derives from the layout
 
     @property
     def plain(self) -> np.ndarray:
         """(N,K) valid, healthy GPUs not in MIG mode: the ones whole GPUs and shares use."""
-        hit = self.cache.get("plain")
+        hit = self.memo.plain
         if hit is None:
-            hit = self.cache["plain"] = _frozen(self.valid & self.healthy & (self.mig_mode == MigMode.NONE))
+            hit = self.memo.plain = _frozen(self.valid & self.healthy & (self.mig_mode == MigMode.NONE))
         return hit
 
     @property
@@ -67,29 +67,27 @@ class Static:
 
     def model_mask(self, models: frozenset[str]) -> np.ndarray:
         """(M,) bool per model id of the cluster: whether it is one of `models`."""
-        key = ("model_mask", models)
-        hit = self.cache.get(key)
+        hit = self.memo.model_mask.get(models)
         if hit is None:
-            hit = self.cache[key] = _frozen(np.asarray([m in models for m in self.models], bool))
+            hit = self.memo.model_mask[models] = _frozen(np.asarray([m in models for m in self.models], bool))
         return hit
 
     def model_ok(self, models: frozenset[str]) -> np.ndarray:
         """(N,K) mask of valid, healthy GPUs of an allowed model (any model when empty)."""
-        key = ("model_ok", models)
-        hit = self.cache.get(key)
+        hit = self.memo.model_ok.get(models)
         if hit is None:
             base = self.valid & self.healthy
             if models:
                 base = base & np.isin(self.model, np.flatnonzero(self.model_mask(models)).astype(np.int16))
-            hit = self.cache[key] = _frozen(base)
+            hit = self.memo.model_ok[models] = _frozen(base)
         return hit
 
     def model_bits(self, models: frozenset[str]) -> np.ndarray:
         """(N,) bit sets of the plain GPUs (see `plain`) of an allowed model (any model when empty)."""
-        key = ("model_bits", models)
-        hit = self.cache.get(key)
+        hit = self.memo.model_bits.get(models)
         if hit is None:
-            hit = self.cache[key] = _frozen(((self.model_ok(models) & self.plain) * self.gpu_bit).sum(axis=1))
+            bits = ((self.model_ok(models) & self.plain) * self.gpu_bit).sum(axis=1)
+            hit = self.memo.model_bits[models] = _frozen(bits)
         return hit
 
 
@@ -147,7 +145,7 @@ class NodeRow:
 
 
 def node_row(s: Static, i: int) -> NodeRow:
-    rows: dict[int, NodeRow] = s.cache.setdefault("node_rows", {})
+    rows = s.memo.node_rows
     hit = rows.get(i)
     if hit is None:
         hit = rows[i] = NodeRow(int(s.gpu_count[i]), tuple(s.plain[i].tolist()), tuple(s.mig_mode[i].tolist()),

@@ -11,28 +11,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from binpack.catalog import lookup
+from binpack.memo import MigKey
 from binpack.snapshot import Static
 from binpack.types import MigMode
 
 T = TypeVar("T")
-PER_DEMAND_ENTRIES = 2048  # demands differ by CPU and memory asks: keep the cache bounded
 
 
-def per_demand(s: Static, key: Any, build: Callable[[], T]) -> T:
-    """build() once per (cluster, key); the oldest entries go first when the cache is full."""
-    cache: dict[Any, Any] = s.cache.setdefault("per_demand", {})
-    hit = cache.get(key)
-    if hit is None:
-        if len(cache) >= PER_DEMAND_ENTRIES:
-            del cache[next(iter(cache))]
-        hit = cache[key] = build()
+def per_demand(s: Static, key: Hashable, build: Callable[[], T]) -> T:
+    """build() once per (cluster, key: one of memo's typed keys); the oldest entries go first when the
+    store is full (memo.PER_DEMAND_ENTRIES)."""
+    hit: T = s.memo.per_demand.get_or_build(key, build)
     return hit
 
 
@@ -50,12 +46,12 @@ def _clique_table(nvlink: np.ndarray, k: int) -> np.ndarray:
 def cliques(s: Static, bits: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """(N,) largest all-NVLinked subset of each node's bit set (only `rows` are computed; others 0)."""
     out = np.bitwise_count(bits).astype(np.int64)  # NVSwitch-like boards: every subset is linked
-    groups = s.cache.get("incomplete")
+    groups = s.memo.incomplete
     if groups is None:
         rows_inc = np.flatnonzero(~s.complete)
         topo = s.topo_id[rows_inc]
-        groups = s.cache["incomplete"] = [(int(t), rows_inc[topo == t]) for t in np.unique(topo)]
-    tables: dict[int, np.ndarray] = s.cache.setdefault("clique_tables", {})
+        groups = s.memo.incomplete = [(int(t), rows_inc[topo == t]) for t in np.unique(topo)]
+    tables = s.memo.clique_tables
     for t, members in groups:
         if rows is not None:
             members = members[rows[members]]
@@ -71,7 +67,7 @@ def cliques(s: Static, bits: np.ndarray, rows: np.ndarray | None = None) -> np.n
 
 def _offsets(s: Static) -> tuple[np.ndarray, int]:
     """Per node, where its board's 2^gpus entries start in a flat per-board table; and the table size."""
-    hit = s.cache.get("offsets")
+    hit = s.memo.offsets
     if hit is None:
         start: dict[int, int] = {}
         size = 0
@@ -81,18 +77,18 @@ def _offsets(s: Static) -> tuple[np.ndarray, int]:
                 start[t] = size
                 size += 1 << int(s.gpu_count[i])
             off[i] = start[t]
-        hit = s.cache["offsets"] = (off, size)
+        hit = s.memo.offsets = (off, size)
     return hit
 
 
-def per_board(s: Static, name: Any, rows: np.ndarray, bits: np.ndarray,
+def per_board(s: Static, name: Hashable, rows: np.ndarray, bits: np.ndarray,
               compute: Callable[[int, int], float]) -> np.ndarray:
     """(R,) compute(node, bit set) for each row, memoised per (board, bit set) in a flat table that is
     filled lazily: after the first calls on a cluster a lookup is one gather, no Python per node."""
     off, size = _offsets(s)
-    table = s.cache.get(("per_board", name))
+    table = s.memo.per_board.get(name)
     if table is None:
-        table = s.cache[("per_board", name)] = np.full(size, np.nan)
+        table = s.memo.per_board[name] = np.full(size, np.nan)
     at = np.take(off, rows) + bits
     vals = table[at]
     missing = np.isnan(vals)
@@ -117,7 +113,7 @@ class MigTable:
 
 
 def mig_table(s: Static, profile: str, models: frozenset[str]) -> MigTable:
-    return per_demand(s, ("mig", profile, models), lambda: _mig_table(s, profile, models))
+    return per_demand(s, MigKey(profile, models), lambda: _mig_table(s, profile, models))
 
 
 def _mig_table(s: Static, profile: str, models: frozenset[str]) -> MigTable:

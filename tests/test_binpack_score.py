@@ -397,7 +397,7 @@ def test_remembered_scores_match_a_fresh_pass(data: st.DataObject) -> None:
     for seen in _versions(data, data.draw(states(data.draw(clusters()))), mix, st.sampled_from(asked)):
         for d in asked:
             kept = score(fit(seen, d), mix, policy=policy)
-            forget()
+            forget(seen.static)
             fresh = score(fit(seen, d), mix, policy=policy)
             assert np.array_equal(kept.value, fresh.value)
             assert np.array_equal(kept.integer, fresh.integer) and np.array_equal(kept.choice, fresh.choice)

@@ -30,7 +30,7 @@ def test_incremental_scores_equal_full_scores() -> None:
             view2 = dataclasses.replace(state.view(), mix=mix)
             assert view2.snapshot.generation != view.snapshot.generation
             got = engine.values(view2, d)  # only the bound node is scored again
-            forget()
+            forget(view2.snapshot.static)
             want = score(engine.fit(view2, d), mix).value
             assert np.array_equal(got, want)
             changed = np.flatnonzero(got != first)
@@ -51,5 +51,5 @@ def test_verdicts_of_old_snapshots_are_let_go() -> None:
         got = engine.fit(view, d)
         assert engine.fit(view, d) is got  # the same generation: remembered
         state.assume(f"p-{step}", Placement("t4-0" if step % 2 else "t4-1", gpus=(step // 2,)), None)
-    gens = {k[1] for k in engine._fits}
-    assert len(engine._fits) <= 2 and max(gens) - min(gens) <= 1
+    gens = engine.cache.generations
+    assert len(gens) == 2 and gens[1] - gens[0] == 1 and gens[1] == view.snapshot.generation

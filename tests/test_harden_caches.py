@@ -11,7 +11,7 @@ import orjson
 from extender_support import pod
 
 from benchmarks.cache_rss import run
-from scheduler.extender.verdicts import _Lru
+from scheduler.extender.cycle import Lru
 from scheduler.state.cluster import ClusterState
 
 BLOB = "x" * (256 * 1024 - 20)
@@ -41,7 +41,7 @@ def test_demo_mode_raw_pods_are_bounded_by_bytes() -> None:
 
 
 def test_lru_weight_bound_evicts_oldest_and_refuses_oversized() -> None:
-    lru = _Lru(100, len, 10)
+    lru = Lru(100, len, 10)
     lru.put("a", "xxxx")
     lru.put("b", "xxxx")
     lru.put("c", "xxxx")  # 12 > 10: "a" goes

@@ -2,7 +2,8 @@
 
 A fit is computed once per (demand, snapshot generation) and a score once per (demand, generation,
 mix version), then reused by every pod with the same demand and by prioritize after filter (the
-pod's demand itself is parsed once per UID by ClusterState.request). Request node names become
+pod's demand itself is parsed once per UID by ClusterState.request); all of it is kept in one
+`VerbCache` (cycle.py), per generation and per cluster layout. Request node names become
 snapshot rows with one dict lookup each into a NumPy array; reasons are worded once per distinct
 (reason, amount) and shared by every node that has them, so 5,000 failing nodes cost no more than
 a few distinct sentences. Messages start with "gpupack: " so `kubectl describe pod` says who spoke.
@@ -10,18 +11,19 @@ a few distinct sentences. Messages start with "gpupack: " so `kubectl describe p
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from binpack import Demand, FitResult, Reason, fit, score
+from binpack.fit import model_sets
 from binpack.score import MAX_SCORE, integer_scores
+from binpack.snapshot import Static
 from scheduler.extender import wire
+from scheduler.extender.cycle import CACHE_SIZE, Answer, AnswerKey, Passed, ValuesKey, VerbCache
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
 
@@ -66,34 +68,6 @@ class FilterOutcome:
     reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason (a metric)
 
 
-class _Lru(OrderedDict[Any, Any]):
-    """An LRU bounded by entries and, with `weigh`, by the total weight of its values (node names or
-    bytes held): entries grow with the requests' node lists, so a count alone bounds no memory."""
-
-    def __init__(self, size: int, weigh: Callable[[Any], int] | None = None, max_weight: int = 0) -> None:
-        super().__init__()
-        self.size = size
-        self._weigh = weigh
-        self._max = max_weight
-        self._weights: dict[Any, int] = {}
-        self.weight = 0
-
-    def put(self, key: Any, value: Any) -> None:
-        if self._weigh is not None:
-            self.weight -= self._weights.pop(key, 0)
-            w = self._weigh(value)
-            if w > self._max:
-                self.pop(key, None)
-                return  # larger than the whole cache: not kept
-            self._weights[key] = w
-            self.weight += w
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size or (self._weigh is not None and self.weight > self._max):
-            old, _ = self.popitem(last=False)
-            self.weight -= self._weights.pop(old, 0)
-
-
 class Names:
     """A request's node list resolved against one snapshot layout: rows (-1: unknown).
 
@@ -105,7 +79,7 @@ class Names:
     template of its prioritize answer, filled per request without a Python loop; any other list is
     answered from its names (wire.prioritize_result)."""
 
-    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: object,
+    def __init__(self, names: Sequence[str], rows: np.ndarray, parts: dict[str, bytes], static: Static,
                  parent: tuple[Names, np.ndarray] | None = None) -> None:
         self.names = names
         self.rows = rows
@@ -141,56 +115,26 @@ class Names:
 
 
 class Engine:
-    """The verbs' arithmetic, with the fit, score and node-list caches."""
+    """The verbs' arithmetic over binpack's fit and score, remembering through one VerbCache."""
 
-    def __init__(self, cache_size: int = 256) -> None:
-        self._fits = _Lru(cache_size)
-        self._fit_gen = -1  # the newest snapshot generation fitted
-        self._scores = _Lru(cache_size)
-        self._recent: deque[Names] = deque(maxlen=4)  # the node lists resolved last
-        self._parts: dict[str, bytes] = {}  # per node name, its piece of a prioritize answer template
-        # pod UID -> (filter's node list, positions passed, names passed), for the prioritize that follows
-        # at once; each holds a whole node list (5,000 fresh strings: ~0.4 MB), so only a few are kept,
-        # and at most 500,000 names passed in all
-        self._passed = _Lru(32, lambda v: len(v[2]) + 1, 500_000)
-        # (node list, demand, generation) -> filter answer bytes, rejections...; at most 64 MiB of answers
-        self._answers = _Lru(64, lambda v: len(v[0]), 64 * 2**20)
-        self._lock = threading.Lock()
+    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
+        self.cache = VerbCache(cache_size)
         self.hooks: list[FilterHook] = []
         self.preempt_hooks: list[PreemptHook] = []
         self.veto: NodeVeto | None = None
 
     def fit(self, view: StateView, demand: Demand) -> FitResult:
-        key = (demand, view.snapshot.generation)
-        with self._lock:
-            hit = self._fits.get(key)
-        if hit is None:
-            hit = fit(view.snapshot, demand)
-            gen = view.snapshot.generation
-            with self._lock:
-                self._fits.put(key, hit)
-                if gen > self._fit_gen:  # a verdict holds its snapshot: let those of old generations go
-                    self._fit_gen = gen
-                    for k in [k for k in self._fits if k[1] < gen - 1]:
-                        del self._fits[k]
-        return hit
+        snap = view.snapshot
+        return self.cache.cycle(snap.generation).fit(demand, lambda: fit(snap, demand))
 
     def values(self, view: StateView, demand: Demand) -> np.ndarray:
         """Float scores for every snapshot node (-inf where the demand does not fit).
 
         binpack.score remembers each demand's values per node and, after a bind, redoes only the
         nodes that changed; this keeps the answer per generation too (filter, then prioritize)."""
-        snap = view.snapshot
-        key = (demand, view.mix.version, len(view.mix), snap.static)
-        with self._lock:
-            hit = self._scores.get(key)
-        if hit is not None and hit[0] == snap.generation:
-            return hit[1]
-        vals = score(self.fit(view, demand), view.mix).value
-        vals.flags.writeable = False
-        with self._lock:
-            self._scores.put(key, (snap.generation, vals))
-        return vals
+        key = ValuesKey(demand, view.mix.version, len(view.mix))
+        return self.cache.cycle(view.snapshot.generation).values(
+            key, lambda: score(self.fit(view, demand), view.mix).value)
 
     # -- filter -----------------------------------------------------------------------------------------
     def names(self, view: StateView, names: Sequence[str], uid: str = "") -> Names:
@@ -199,27 +143,22 @@ class Engine:
         `uid`: prioritize's list is usually exactly what filter passed for the pod; then it is cut
         from filter's list (one list comparison) instead of being looked up name by name."""
         static = view.snapshot.static
-        with self._lock:
-            stash = self._passed.get(uid) if uid else None
-        if stash is not None:
-            whole, keep, passed = stash
-            if whole.static is static and names == passed:
-                return whole.subset(keep, passed)
-        with self._lock:
-            recent = list(self._recent)
-        for t in recent:  # a different order fails at the first name or so
-            if t.static is static and t.names == names:
-                t.reused = True
-                return t
+        layout = self.cache.layout(static)
+        stash = layout.passed_for(uid) if uid else None
+        if stash is not None and names == stash.names:
+            return stash.table.subset(stash.keep, stash.names)
+        same = layout.same_list(names)
+        if same is not None:
+            same.reused = True
+            return same
         try:
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
         except TypeError:  # an unhashable element
             raise wire.WireError("node names must be strings") from None
         if (rows < 0).any():
             wire.require_names(names)  # an unknown name may be a number, not a node
-        hit = Names(names, rows, self._parts, static)
-        with self._lock:
-            self._recent.append(hit)
+        hit = Names(names, rows, self.cache.part_table(), static)
+        layout.remember(hit)
         return hit
 
     def filter_answer(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
@@ -230,19 +169,17 @@ class Engine:
         held = req is not None and bool(req.group and self.hooks)  # hooks may answer differently per pod
         held = held or (req is not None and self.veto is not None and self.veto.applies(req))
         if args.items is None and req is not None and req.managed and not view.invalid and not held:
-            key = (table, req.demand, view.snapshot.generation)
-            with self._lock:
-                hit = self._answers.get(key)
+            key = AnswerKey(table, req.demand)
+            hit = self.cache.cycle(view.snapshot.generation).answer(key)
             if hit is not None:
-                body, reasons, keep, passed = hit
-                with self._lock:
-                    self._passed.put(req.uid, (table, keep, passed))
-                return body, reasons
+                if hit.passed is not None:
+                    self.cache.layout(table.static).pass_(req.uid, Passed(table, hit.keep, hit.passed))
+                return hit.body, hit.reasons
         out = self.filter(view, req, invalid, table)
         body = wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names)
         if key is not None:
-            with self._lock:
-                self._answers.put(key, (body, out.reasons, np.asarray(out.passed, np.int64), out.passed_names))
+            self.cache.cycle(view.snapshot.generation).keep_answer(
+                key, Answer(body, out.reasons, np.asarray(out.passed, np.int64), out.passed_names))
         return body, out.reasons
 
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
@@ -251,8 +188,8 @@ class Engine:
         if req is not None and self.veto is not None and out.passed and self.veto.applies(req):
             _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
         if req is not None and req.uid and out.passed_names is not None:
-            with self._lock:
-                self._passed.put(req.uid, (table, np.asarray(out.passed, np.int64), out.passed_names))
+            self.cache.layout(table.static).pass_(
+                req.uid, Passed(table, np.asarray(out.passed, np.int64), out.passed_names))
         return out
 
     def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
@@ -298,7 +235,7 @@ class Engine:
     def _reasons(verdict: FitResult, rows: np.ndarray, names: np.ndarray, out: FilterOutcome) -> None:
         reason = verdict.reason[rows].astype(np.int64)
         have = np.clip(verdict.have[rows], 0, (1 << 40) - 1)
-        sig = np.where(reason == Reason.WRONG_MODEL, _model_sig(verdict)[rows], 0)
+        sig = np.where(reason == Reason.WRONG_MODEL, model_sets(verdict.snapshot.static)[rows], 0)
         key = (reason << 56) | (sig << 40) | have
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         words = np.asarray([PREFIX + verdict.message(int(rows[f])) for f in first.tolist()], dtype=object)
@@ -348,14 +285,3 @@ def _pinned(names: Sequence[str], pin: Pin) -> FilterOutcome:
         return FilterOutcome([], [], others, {}, {"held": len(names)})
     at = list(names).index(pin.node)
     return FilterOutcome([at], [pin.node], others, {}, {"held": len(others)} if others else {})
-
-
-def _model_sig(verdict: FitResult) -> np.ndarray:
-    """Per node, an id of its set of GPU models (the wrong-model sentence names them)."""
-    s = verdict.snapshot.static
-    hit = s.cache.get("gpupack.model_sig")
-    if hit is None:
-        ids: dict[frozenset[str], int] = {}
-        hit = np.asarray([ids.setdefault(frozenset(g.model for g in n.gpus), len(ids)) for n in s.nodes], np.int64)
-        s.cache["gpupack.model_sig"] = hit
-    return hit
