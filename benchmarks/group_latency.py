@@ -86,13 +86,13 @@ def _extender(node_objs: list[Any], pods: list[Any], members: int, gpus: int, pl
     from scheduler.groups import GroupSettings, PodGroups
     from scheduler.state.cluster import ClusterState
     from scheduler.state.kubeapi import WatchEvent
+    from scheduler.state.plugin import Plugins
 
     state = ClusterState(assume_ttl_s=60.0, mix_refresh_s=5.0)
     state.replace("nodes", node_objs)
     state.replace("pods", pods)
-    engine = Engine()
     groups = PodGroups(state, settings=GroupSettings(plan_s=plan_s, round_s=max(plan_s, 2.0)))
-    engine.hooks.append(groups.filter)
+    engine = Engine(plugins=Plugins(groups))
     names = list(state.view().snapshot.names)
     planning, pinned, reserved = [], [], 0
 

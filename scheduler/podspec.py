@@ -175,6 +175,21 @@ def _annotation_share(ann: Mapping[str, str]) -> tuple[int, int]:
     return mem, comp
 
 
+def whole_gpus_held(pod: Mapping[str, Any]) -> int:
+    """nvidia.com/gpu held by a pod's containers, read leniently (a pod gpupack did not place is counted, not
+    judged): a container whose resources are malformed counts nothing."""
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    total = 0
+    for c in containers if isinstance(containers, list) else ():
+        try:
+            res = _resources(c) if isinstance(c, Mapping) else {}
+            total += max(to_int(res[GPU]), 0) if GPU in res else 0
+        except (PodShape, ValueError, TypeError):
+            continue
+    return total
+
+
 def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     """The one pod -> PodRequest translation; InvalidPod on a malformed GPU request."""
     if not isinstance(pod, Mapping):

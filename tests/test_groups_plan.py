@@ -1,4 +1,4 @@
-"""Pod groups in the extender (scheduler/groups.py), driven the way kube-scheduler drives it, one pod at a
+"""Pod groups in the extender (scheduler/groups), driven the way kube-scheduler drives it, one pod at a
 time: filter, then bind on the node that passed. The cluster is an in-memory API server whose pods the
 state relists after every write (the watch, without threads), and the clock is a test clock.
 
@@ -26,6 +26,7 @@ from scheduler.podspec import A_GROUP, A_GROUP_MIN, read_pod
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
 from scheduler.state.memapi import MemoryApi
+from scheduler.state.plugin import Plugins
 from scheduler.state.standalone import node_object
 
 Obj = dict[str, Any]
@@ -65,12 +66,12 @@ class Sim:
         self.state.replace("nodes", node_objs)
         self.state.replace("pods", [])
         self.names = [n["metadata"]["name"] for n in node_objs]
-        self.engine = Engine()
-        self.binder = Binder(self.state, self.api)
         self.registry = CollectorRegistry()
         self.groups = PodGroups(self.state, self.registry, GroupSettings(**{"plan_s": 2.0, "round_s": 4.0,
                                                                           **settings}))
-        self.groups.install(self.engine, self.binder)
+        self.engine = Engine(plugins=Plugins(self.groups))
+        self.binder = Binder(self.state, self.api)
+        self.binder.plugins = Plugins(self.groups)
 
     def sync(self) -> None:
         """The watch catching up: the state becomes exactly the API server's pods."""

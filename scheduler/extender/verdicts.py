@@ -24,28 +24,12 @@ from binpack.score import MAX_SCORE, integer_scores
 from scheduler.extender import wire
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
+from scheduler.state.plugin import Pin, Plugins
 
 PREFIX = "gpupack: "
 UNKNOWN = PREFIX + "unknown to gpupack (no inventory yet)"
 NEUTRAL = MAX_SCORE // 2
 
-
-
-@dataclass(frozen=True, slots=True)
-class Pin:
-    """A hook's answer that only `node` may take the pod (the node a pod group's plan reserved for it)."""
-
-    node: str
-    elsewhere: str  # the reason given for every other node
-
-
-# A hook may hold a pod back before any node is looked at (a reason: a pod group not complete yet) or
-# pin it to one node; it sees the request's node names. Hooks are consulted for pods of a pod group only,
-# so other pods keep the answer cache.
-FilterHook = Callable[[PodRequest, StateView, Sequence[str]], str | Pin | None]
-# A hook may answer preempt for a pod instead of the per-node check (None: not its business).
-PreemptHook = Callable[[PodRequest, StateView, dict[str, tuple[list[wire.Victim], int]]],
-                       dict[str, tuple[list[str], int]] | None]
 
 
 class NodeVeto(Protocol):
@@ -143,7 +127,7 @@ class Names:
 class Engine:
     """The verbs' arithmetic, with the fit, score and node-list caches."""
 
-    def __init__(self, cache_size: int = 256) -> None:
+    def __init__(self, cache_size: int = 256, plugins: Plugins | None = None) -> None:
         self._fits = _Lru(cache_size)
         self._fit_gen = -1  # the newest snapshot generation fitted
         self._scores = _Lru(cache_size)
@@ -156,8 +140,9 @@ class Engine:
         # (node list, demand, generation) -> filter answer bytes, rejections...; at most 64 MiB of answers
         self._answers = _Lru(64, lambda v: len(v[0]), 64 * 2**20)
         self._lock = threading.Lock()
-        self.hooks: list[FilterHook] = []
-        self.preempt_hooks: list[PreemptHook] = []
+        # plugins (pod groups) may hold a pod back before any node is looked at, or pin it to one node; only
+        # for the pods they claim, so other pods keep the answer cache (scheduler/state/plugin.py)
+        self.plugins = plugins or Plugins()
         self.veto: NodeVeto | None = None
 
     def fit(self, view: StateView, demand: Demand) -> FitResult:
@@ -227,7 +212,7 @@ class Engine:
         """The ExtenderFilterResult and the rejections by reason. In NodeNames mode the answer is the
         same for every pod with the same demand, node list and snapshot, so it is made once."""
         key = None
-        held = req is not None and bool(req.group and self.hooks)  # hooks may answer differently per pod
+        held = req is not None and self.plugins.applies(req)  # a plugin may answer differently per pod
         held = held or (req is not None and self.veto is not None and self.veto.applies(req))
         if args.items is None and req is not None and req.managed and not view.invalid and not held:
             key = (table, req.demand, view.snapshot.generation)
@@ -262,12 +247,11 @@ class Engine:
             return FilterOutcome([], [], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
         if not req.managed:
             return FilterOutcome(list(range(len(names))), list(names))
-        for hook in self.hooks if req.group else ():
-            held = hook(req, view, names)
-            if isinstance(held, Pin):
-                return _pinned(names, held)
-            if held:
-                return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
+        held = self.plugins.filter(req, view, names) if self.plugins.applies(req) else None
+        if isinstance(held, Pin):
+            return _pinned(names, held)
+        if held:
+            return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
         rows = table.rows
         verdict = self.fit(view, req.demand)
         out = FilterOutcome([])
