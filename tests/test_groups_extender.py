@@ -9,7 +9,7 @@ from typing import Any
 
 from extender_support import args, post, serve, wait_for
 from fastapi.testclient import TestClient
-from test_groups_plan import member, nodes, plain
+from groups_support import member, nodes, plain
 
 from scheduler.devices import placement_from
 from scheduler.extender.app import create_app

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from groups_support import TTL, Sim, member, nodes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_groups_plan import TTL, Sim, member, nodes
 
 from binpack import Placement, Snapshot, validate
 from scheduler.inventory import node_from_k8s

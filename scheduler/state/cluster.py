@@ -456,6 +456,7 @@ class ClusterState:
         with self.lock:
             deadline = self.clock() + ttl_s
             done: list[str] = []
+            opened = group not in self.ledger.grouped
             try:
                 for uid, p, req in bookings:
                     self.ledger.assume(Booking(uid, p, req.demand, True, deadline, group=group))
@@ -463,6 +464,8 @@ class ClusterState:
             except Conflict:
                 for uid in done:
                     self.ledger.drop(uid, bound=True)  # never booked as far as the group is concerned
+                if opened:
+                    self.ledger.close_group(group)  # no plan was made
                 raise
 
     def group_bookings(self, group: GroupKey) -> GroupBookings:
