@@ -8,33 +8,39 @@ from typing import Any
 
 from groups_support import Sim, held_reasons, member, nodes
 
-from scheduler.groups import Look, Member
+from binpack import Placement
+from scheduler.groups import Look
 from scheduler.groups.members import Members
 from scheduler.podspec import A_GROUP, read_pod
 from scheduler.state.cluster import ClusterState
+from scheduler.state.kubeapi import WatchEvent
 
 
-def _req(p: dict[str, Any]) -> Member:
-    return Member(p["metadata"]["uid"], read_pod(p), p["metadata"]["creationTimestamp"])
+def _watched(*pods: dict[str, Any]) -> ClusterState:
+    st = ClusterState()
+    st.replace("nodes", nodes(1))
+    st.replace("pods", list(pods))
+    return st
 
 
-def test_a_member_that_changes_group_leaves_the_old_one_which_is_then_empty() -> None:
-    emptied: list[tuple[str, str]] = []
-    ms = Members(ClusterState(), emptied.append)
+def test_a_member_that_changes_group_leaves_the_old_one_which_then_takes_its_reservations_along() -> None:
     a, b = member("job", 0, 2), member("job", 1, 2)
-    ms.put(_req(a))
-    ms.put(_req(b))
-    assert ms.look(("default", "job")) == Look(2, 2, 0, (_req(a), _req(b)))
+    st = _watched(a, b)
+    ms = Members(st)
+    assert ms.look(("default", "job")) == Look(2, 2, 0, tuple(ms.of(("default", "job"))[u] for u in ("uid-job-0",
+                                                                                                    "uid-job-1")))
+    st.reserve_all(("default", "job"), [("uid-job-1", Placement("n0", (0,)), read_pod(b))], 30.0)
     moved = {**a, "metadata": {**a["metadata"], "annotations": {**a["metadata"]["annotations"], A_GROUP: "other"}}}
-    ms.put(_req(moved))
+    st.push("pods", WatchEvent("MODIFIED", moved))
     assert set(ms.of(("default", "job"))) == {"uid-job-1"} and set(ms.of(("default", "other"))) == {"uid-job-0"}
-    assert emptied == []
-    ms.forget("uid-job-1")
-    assert emptied == [("default", "job")] and ms.groups() == [("default", "other")]
+    assert st.booking("uid-job-1") is not None
+    st.push("pods", WatchEvent("DELETED", b))  # the group's last member: its plan goes with it
+    assert ms.groups() == [("default", "other")]
+    assert not st.group_bookings(("default", "job")).planned and st.assumed() == {}
 
 
 def test_learned_members_count_and_pods_gpupack_does_not_place_are_held() -> None:
-    ms = Members(ClusterState(), lambda key: None)
+    ms = Members(_watched())
     cpu_only = member("job", 2, 3)
     cpu_only["spec"]["containers"][0]["resources"] = {}
     ms.learn(read_pod(member("job", 0, 3)))
@@ -46,10 +52,8 @@ def test_learned_members_count_and_pods_gpupack_does_not_place_are_held() -> Non
 
 
 def test_groups_are_ordered_by_priority_then_age_then_name() -> None:
-    ms = Members(ClusterState(), lambda key: None)
-    for g, prio, created in (("a", 0, "2026-01-01T00:00:05Z"), ("b", 5, "2026-01-01T00:00:09Z"),
-                             ("c", 0, "2026-01-01T00:00:01Z")):
-        ms.put(_req(member(g, 0, 1, priority=prio, created=created)))
+    ms = Members(_watched(*(member(g, 0, 1, priority=prio, created=created) for g, prio, created in (
+        ("a", 0, "2026-01-01T00:00:05Z"), ("b", 5, "2026-01-01T00:00:09Z"), ("c", 0, "2026-01-01T00:00:01Z")))))
     assert sorted(ms.groups(), key=ms.order) == [("default", "b"), ("default", "c"), ("default", "a")]
 
 

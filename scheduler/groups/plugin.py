@@ -1,5 +1,5 @@
 """PodGroups: the pod-group plugin, registered with the extender through the Plugin Protocol
-(scheduler/state/plugin.py) and told of pod changes by ClusterState.subscribe. It only wires the parts:
+(scheduler/state/plugin.py); its members are the state's pods (ClusterState.group_members). It only wires the parts:
 members (members.py), plans and reservations (reserve.py), and the extension points filter (filter.py),
 preempt (preempt.py) and reserve-at-bind (bind.py); metrics in metrics.py.
 """
@@ -30,13 +30,9 @@ class PodGroups:
                  settings: GroupSettings | None = None) -> None:
         self.state = state
         self.settings = settings or GroupSettings()
-        self.members = Members(state, self._emptied)
+        self.members = Members(state)
         self.metrics = GroupMetrics(registry or CollectorRegistry(), self.counts)
         self.reservations = Reservations(state, self.settings, self.members, self.metrics)
-        state.subscribe(self.members.observe)
-
-    def _emptied(self, key: GroupKey) -> None:
-        self.reservations.forget_group(key)
 
     @property
     def events(self) -> ev.EventRecorder | None:

@@ -74,13 +74,12 @@ class Reservations:
         self._planning = ordered(PLANNING, threading.Lock())
         self.events: ev.EventRecorder | None = None  # Events on members: waits, plans, releases (app.py sets it)
 
-    def forget_group(self, key: GroupKey) -> None:
-        """The group's last member left: its plan, failures and reservations go with it (under the state lock)."""
-        self.failures.pop(key, None)
-        self.refused.pop(key, None)
-        gb = self.state.group_bookings(key)
-        if gb.planned:
-            self.state.release_group(key, [*gb.live, *gb.held])
+    def _prune(self) -> None:
+        """Forget what is kept of groups whose last member left (the state released their reservations)."""
+        alive = set(self.members.groups())
+        for table in (self.failures, self.refused):
+            for key in [k for k in table if k not in alive]:
+                del table[key]
 
     # -- reservations -----------------------------------------------------------------------------------
     def check(self, key: GroupKey) -> dict[str, Placement]:
@@ -134,6 +133,7 @@ class Reservations:
         with self._planning:
             end = time.perf_counter() + self.settings.round_s
             with self.state.atomic():
+                self._prune()
                 gen = self.state.view().snapshot.generation
                 ready = [k for k in self.members.groups()
                          if (lk := self.members.look(k)).ready and not self.fresh(k, lk, gen)]
@@ -211,6 +211,7 @@ class Reservations:
     # -- for the metrics --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         with self.state.atomic():
+            self._prune()
             out = {"waiting": 0, "reserved": 0}
             for key in self.members.groups():
                 if self.check(key):  # a plan whose members are all bound (or lost) is closed here too

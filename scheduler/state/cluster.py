@@ -19,10 +19,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -30,31 +30,12 @@ from binpack import Conflict, DemandKind, Mix, MixLearner, Node, Placement, Snap
 from scheduler.devices import InvalidDevices, placement_from
 from scheduler.inventory import InvalidInventory, node_from_k8s
 from scheduler.podspec import InvalidPod, PodRequest, PodShape, read_pod, whole_gpus_held
+from scheduler.state.group_state import PodGroupState
 from scheduler.state.holdings import Hold, NodeHoldings
 from scheduler.state.kubeapi import Obj, WatchEvent
-from scheduler.state.ledger import Booking, GroupBookings, GroupKey, Ledger
+from scheduler.state.ledger import Booking, Ledger
 from scheduler.state.locks import STATE, ordered
-from scheduler.state.parsed import MAX_ERROR, Parsed, node_key, pod_claims_view
-
-TERMINAL = ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True, slots=True)
-class PodEntry:
-    """A pod as the ledger needs it."""
-
-    uid: str
-    namespace: str
-    name: str
-    node: str
-    phase: str
-    request: PodRequest | None
-    placement: Placement | None
-    foreign: int  # whole GPUs held without a gpupack record
-
-    @property
-    def active(self) -> bool:
-        return bool(self.node) and self.phase not in TERMINAL
+from scheduler.state.parsed import MAX_ERROR, TERMINAL, Parsed, PodEntry, node_key, pod_claims_view
 
 
 @dataclass(frozen=True)
@@ -70,13 +51,7 @@ class StateView:
 RAW_CACHE_BYTES = 64 * 2**20  # demo mode's raw pods (bind adopts them), bounded by their JSON size
 
 
-class PodListener(Protocol):
-    """Told of every pod change the watch brings, under the state lock (pod groups keep their members so)."""
-
-    def __call__(self, uid: str, entry: PodEntry | None, obj: Obj | None) -> None: ...
-
-
-class ClusterState:
+class ClusterState(PodGroupState):
     """Nodes, pods, the ledger and the learned mix, behind one lock."""
 
     def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
@@ -88,7 +63,7 @@ class ClusterState:
         self.ledger = Ledger()
         self.synced = {"nodes": False, "pods": False}
         self.on_event_lag: Callable[[float], None] | None = None
-        self._listeners: list[PodListener] = []  # subscribe()
+        self._init_groups()
         # further kinds (DRA's resourceslices, resourceclaims: scheduler/dra) applied from the same queue
         self.handlers: dict[str, Callable[[WatchEvent | list[Obj]], None]] = {}
         self.node_hook: Callable[[Node], Node] | None = None  # the ledger's node from the parsed one (DRA slices)
@@ -206,7 +181,8 @@ class ClusterState:
         if req is not None and req.managed:
             self._observe(uid, req)
         return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
-                        str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign)
+                        str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign,
+                        str(meta.get("creationTimestamp") or ""))
 
     def _set_pod(self, uid: str, new: PodEntry | None, obj: Obj | None = None) -> None:
         old = self._pods.pop(uid, None)
@@ -223,8 +199,7 @@ class ClusterState:
         elif cur is not None and (new is None or new.node or new.phase in TERMINAL or not cur.assumed):
             # deleted, finished, bound without our record, or a stale record: its devices are free
             self.ledger.drop(uid, bound=new is not None and new.active)
-        for listen in self._listeners:
-            listen(uid, new, obj)
+        self._index_member(uid, new)
 
     def _observe(self, uid: str, req: PodRequest) -> None:
         if uid in self._observed:
@@ -233,11 +208,6 @@ class ClusterState:
         if len(self._observed) > 200_000:
             self._observed.popitem(last=False)
         self._learner.observe(req.demand)
-
-    def subscribe(self, listener: PodListener) -> None:
-        """Tell `listener` of every pod change from now on (pod groups' members, scheduler/groups)."""
-        with self.lock:
-            self._listeners.append(listener)
 
     def atomic(self) -> AbstractContextManager[Any]:
         """Hold the state still across several calls (re-entrant; the lock order is in state/locks.py)."""
@@ -447,53 +417,3 @@ class ClusterState:
                     continue
             foreign = self.ledger.foreign.get(node, 0)
         return NodeHoldings(set_foreign(base, node, foreign) if foreign else base, foreign)
-
-    # -- pod group reservations (scheduler/groups) --------------------------------------------------------
-    def reserve_all(self, group: GroupKey, bookings: Iterable[tuple[str, Placement, PodRequest]],
-                    ttl_s: float) -> None:
-        """Assume every (uid, placement, request) of one pod group, or none: Conflict (nothing booked) when one
-        does not fit now. The bookings carry the group, so losing one releases the group (group_bookings)."""
-        with self.lock:
-            deadline = self.clock() + ttl_s
-            done: list[str] = []
-            opened = group not in self.ledger.grouped
-            try:
-                for uid, p, req in bookings:
-                    self.ledger.assume(Booking(uid, p, req.demand, True, deadline, group=group))
-                    done.append(uid)
-            except Conflict:
-                for uid in done:
-                    self.ledger.drop(uid, bound=True)  # never booked as far as the group is concerned
-                if opened:
-                    self.ledger.close_group(group)  # no plan was made
-                raise
-
-    def group_bookings(self, group: GroupKey) -> GroupBookings:
-        with self.lock:
-            return self.ledger.group(group)
-
-    def open_groups(self) -> list[GroupKey]:
-        """Groups with a plan open in the ledger."""
-        with self.lock:
-            return list(self.ledger.grouped)
-
-    def release_group(self, group: GroupKey, uids: Collection[str]) -> dict[str, Placement]:
-        """Give up these reservations of the group (as unassume does) and close its plan; what the plan had
-        (uid -> placement, lost ones included)."""
-        with self.lock:
-            gb = self.ledger.group(group)
-            planned = {u: self.ledger.bookings[u].placement for u in self.ledger.grouped.get(group, ())}
-            for uid in uids:
-                self.unassume(uid)
-            self.ledger.close_group(group)
-            return {**gb.lost, **planned}
-
-    def close_group(self, group: GroupKey) -> None:
-        """The group's plan is done (every member bound): its bookings are ordinary ones from now on."""
-        with self.lock:
-            self.ledger.close_group(group)
-
-    def renew(self, uid: str) -> None:
-        """An assumption's deadline starts again (a group member's bind gets its own time, as any bind)."""
-        with self.lock:
-            self.ledger.update(uid, deadline=self.clock() + self.assume_ttl_s)

@@ -1,14 +1,37 @@
-"""What ClusterState keeps of a raw object: a pod the verbs were sent, cut down to the few bounded fields the
-verbs read (Parsed, pod_claims_view), and the fields of a node that node_from_k8s reads (node_key)."""
+"""What ClusterState keeps of a raw object: a pod as the ledger needs it (PodEntry), a pod the verbs were sent,
+cut down to the few bounded fields the verbs read (Parsed, pod_claims_view), and the fields of a node that
+node_from_k8s reads (node_key)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from binpack import Placement
 from scheduler.inventory import INVENTORY
 from scheduler.podspec import PodRequest
 from scheduler.state.kubeapi import Obj
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PodEntry:
+    """A pod as the ledger needs it."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    phase: str
+    request: PodRequest | None
+    placement: Placement | None
+    foreign: int  # whole GPUs held without a gpupack record
+    created: str = ""  # metadata.creationTimestamp (pod groups order by it; RFC 3339 sorts as text)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.node) and self.phase not in TERMINAL
 
 
 @dataclass(frozen=True, slots=True)
