@@ -92,7 +92,7 @@ def test_holds_and_holdings_answer_both_preempts() -> None:
     assert fit(without(node.snapshot, "n0", holds, node.foreign), eight).fits[0]
 
 
-_INSIDE = ("ledger", "lock", "_pods", "_listeners")
+_INSIDE = ("ledger", "lock", "_pods", "_groups")
 # scheduler/dra still reads the ledger and takes the lock itself; it is folded behind ClusterState's methods
 # separately (its own issue), so it is the one exception here and named as such
 _EXCEPT = ("scheduler/dra/",)
