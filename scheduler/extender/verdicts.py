@@ -247,7 +247,7 @@ class Engine:
             return FilterOutcome([], [], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
         if not req.managed:
             return FilterOutcome(list(range(len(names))), list(names))
-        held = self.plugins.filter(req, view, names) if self.plugins.applies(req) else None
+        held = self.plugins.filter(req, view, names)  # None unless a plugin claims the pod
         if isinstance(held, Pin):
             return _pinned(names, held)
         if held:
