@@ -117,7 +117,7 @@ class GroupLedger(RuleBasedStateMachine):
     def delete_bound(self, data: st.DataObject) -> None:
         uid = data.draw(st.sampled_from(sorted(self.pods)))
         self.state.push("pods", WatchEvent("DELETED", self.pods.pop(uid)))
-        for key, plan in list(self.plans.items()):
+        for plan in self.plans.values():
             if uid in plan:
                 plan[uid] = (plan[uid][0], "lost")  # the pod is gone before its group's plan was done
         for key, ms in list(self.members.items()):
