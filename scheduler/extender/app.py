@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc(),
                       optional=DRA_SOURCES if dra is not None else None)
-    engine = Engine()
+    engine = Engine(keep=settings.shortlist)
     if dra is not None and settings.dra_mode == "allocate":
         engine.veto = ClaimVeto(state, dra)
     groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
