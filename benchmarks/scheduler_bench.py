@@ -6,7 +6,8 @@ creates N Ready GPU nodes (8 x A100, NVSwitch) and, per phase, the same P pendin
 10,000) alone ("plain") or with the gpupack extender in a child process (filter, prioritize, bind,
 preempt; weight 5; nodeCacheCapable), or ("shortlist") with gpupack serving `--shortlist K` (filter
 passes only gpupack's K best nodes, scheduler/extender/shortlist.py). Pods are created before
-kube-scheduler starts and deleted between phases, so both phases see the same empty cluster and the same queue. Reported per phase:
+kube-scheduler starts and deleted between phases, so every phase sees the same empty cluster and the
+same queue. Reported per phase:
 pods/s between the first and the last bind (start-up excluded), kube-scheduler's scheduling-attempt
 latency p50/p99 (its histogram, interpolated), each process's CPU ms per pod over that window, the
 extender's per-verb latency; and the ratio. Without a control plane it stops with a message and
