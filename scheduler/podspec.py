@@ -67,6 +67,9 @@ class PodRequest:
     group: str = ""
     group_min: int = 0
     priority: int = 0
+    # the pod states soft scheduling preferences of its own (preferred affinity, ScheduleAnyway spread):
+    # kube-scheduler's scores must then see every fitting node (scheduler/extender/shortlist.py)
+    soft: bool = False
 
     @property
     def managed(self) -> bool:
@@ -268,7 +271,25 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
         demand=demand, containers=tuple(asks), group=group, group_min=group_min,
         # an int32 in Kubernetes; anything else is read as the default, never an unbounded number
         priority=prio if isinstance(prio, int) and not isinstance(prio, bool) and -2**31 <= prio < 2**31 else 0,
+        soft=_soft(spec),
     )
+
+
+def _soft(spec: Mapping[str, Any]) -> bool:
+    """Whether the pod states a soft scheduling preference that kube-scheduler's score plugins weigh:
+    a preferred node affinity, a preferred pod affinity or anti-affinity, or a topology spread constraint
+    with whenUnsatisfiable ScheduleAnyway. Anything unreadable counts as a preference (the safe side)."""
+    affinity = _or_empty(spec.get("affinity"))
+    if not isinstance(affinity, Mapping):
+        return True
+    for kind in ("nodeAffinity", "podAffinity", "podAntiAffinity"):
+        part = _or_empty(affinity.get(kind))
+        if not isinstance(part, Mapping) or part.get("preferredDuringSchedulingIgnoredDuringExecution"):
+            return True
+    spread = spec.get("topologySpreadConstraints") or []
+    if not isinstance(spread, list):
+        return True
+    return any(not isinstance(c, Mapping) or c.get("whenUnsatisfiable") == "ScheduleAnyway" for c in spread)
 
 
 def _text(v: object, limit: int) -> str:

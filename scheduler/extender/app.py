@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
                       optional=DRA_SOURCES if dra is not None else None)
     groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups)
     plugins = Plugins(groups)  # called at filter, preempt and bind (scheduler/state/plugin.py)
-    engine = Engine(plugins=plugins)
+    engine = Engine(plugins=plugins, keep=settings.shortlist)
     binder.plugins = plugins
     if dra is not None and settings.dra_mode == "allocate":
         engine.veto = ClaimVeto(state, dra)

@@ -22,6 +22,7 @@ import numpy as np
 from binpack import Demand, FitResult, Reason, fit, score
 from binpack.score import MAX_SCORE, integer_scores
 from scheduler.extender import wire
+from scheduler.extender.shortlist import shortlist
 from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
 from scheduler.state.plugin import Pin, Plugins
@@ -127,7 +128,10 @@ class Names:
 class Engine:
     """The verbs' arithmetic, with the fit, score and node-list caches."""
 
-    def __init__(self, cache_size: int = 256, plugins: Plugins | None = None) -> None:
+    def __init__(self, cache_size: int = 256, plugins: Plugins | None = None, keep: int = 0) -> None:
+        # filter passes at most this many best nodes (ties kept) to pods without soft preferences of
+        # their own; 0 passes every fitting node (scheduler/extender/shortlist.py)
+        self.keep = keep
         self._fits = _Lru(cache_size)
         self._fit_gen = -1  # the newest snapshot generation fitted
         self._scores = _Lru(cache_size)
@@ -215,7 +219,7 @@ class Engine:
         held = req is not None and self.plugins.applies(req)  # a plugin may answer differently per pod
         held = held or (req is not None and self.veto is not None and self.veto.applies(req))
         if args.items is None and req is not None and req.managed and not view.invalid and not held:
-            key = (table, req.demand, view.snapshot.generation)
+            key = (table, req.demand, req.soft, view.snapshot.generation)
             with self._lock:
                 hit = self._answers.get(key)
             if hit is not None:
@@ -235,10 +239,23 @@ class Engine:
         out = self._filter(view, req, invalid, table)
         if req is not None and self.veto is not None and out.passed and self.veto.applies(req):
             _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
+        if req is not None and self.keep > 0 and req.managed and not req.soft and len(out.passed) > self.keep:
+            self._shortlist(view, req, table, out)
         if req is not None and req.uid and out.passed_names is not None:
             with self._lock:
                 self._passed.put(req.uid, (table, np.asarray(out.passed, np.int64), out.passed_names))
         return out
+
+    def _shortlist(self, view: StateView, req: PodRequest, table: Names, out: FilterOutcome) -> None:
+        """Keep only the best `keep` passed nodes (and their ties); the rest leave the answer unnamed."""
+        rows = table.rows[np.asarray(out.passed, np.int64)]
+        if (rows < 0).any():  # a node that passed without being in the snapshot: pinned or unmanaged
+            return
+        best = shortlist(self.values(view, req.demand)[rows], self.keep).tolist()
+        out.passed = [out.passed[i] for i in best]
+        if out.passed_names is not None:
+            names = out.passed_names
+            out.passed_names = [names[i] for i in best]
 
     def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         names = table.names
