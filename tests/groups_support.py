@@ -11,15 +11,15 @@ from prometheus_client import CollectorRegistry
 
 from binpack import Gpu, Node, Placement
 from binpack.topology import nvswitch
-from scheduler.devices import placement_from
 from scheduler.extender.verdicts import Engine, FilterOutcome
 from scheduler.groups import GroupSettings, PodGroups
-from scheduler.podspec import A_GROUP, A_GROUP_MIN
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
 from scheduler.state.memapi import MemoryApi
 from scheduler.state.plugin import Plugins
 from scheduler.state.standalone import node_object
+from scheduler.translate.devices import placement_from
+from scheduler.translate.pod import A_GROUP, A_GROUP_MIN
 
 Obj = dict[str, Any]
 TTL = 30.0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from benchmarks.scheduler_parts import node_objects
 from scheduler.extender.shortlist import shortlist
-from scheduler.podspec import read_pod
+from scheduler.translate.pod import read_pod
 
 NODES = node_objects(24)
 NAMES = [n["metadata"]["name"] for n in NODES]

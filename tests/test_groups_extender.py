@@ -11,10 +11,10 @@ from extender_support import args, post, serve, wait_for
 from fastapi.testclient import TestClient
 from groups_support import member, nodes, plain
 
-from scheduler.devices import placement_from
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
 from scheduler.state.cluster import ClusterState
+from scheduler.translate.devices import placement_from
 
 Obj = dict[str, Any]
 

@@ -11,9 +11,9 @@ from groups_support import Sim, held_reasons, member, nodes
 from binpack import Placement
 from scheduler.groups import Look
 from scheduler.groups.members import Members
-from scheduler.podspec import A_GROUP, read_pod
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import WatchEvent
+from scheduler.translate.pod import A_GROUP, read_pod
 
 
 def _watched(*pods: dict[str, Any]) -> ClusterState:

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from binpack import Placement, Snapshot, validate
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import PodRequest, read_pod
 from scheduler.state.plugin import Plugins
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import PodRequest, read_pod
 
 Obj = dict[str, Any]
 RACE = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

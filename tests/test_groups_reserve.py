@@ -8,7 +8,7 @@ from groups_support import TTL, Sim, held_reasons, member, nodes, plain
 
 from binpack import release, validate
 from scheduler.groups import GroupSettings
-from scheduler.podspec import read_pod
+from scheduler.translate.pod import read_pod
 
 
 @pytest.mark.parametrize(("size", "n_nodes", "gpus"), [(2, 2, 8), (4, 2, 4), (8, 4, 4), (32, 4, 1)])

@@ -13,11 +13,11 @@ import pytest
 from groups_support import member, nodes, plain
 
 from binpack import Conflict, Placement, fit
-from scheduler.devices import annotations_for
-from scheduler.podspec import read_pod
 from scheduler.state.cluster import ClusterState
 from scheduler.state.holdings import without
 from scheduler.state.kubeapi import WatchEvent
+from scheduler.translate.devices import annotations_for
+from scheduler.translate.pod import read_pod
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = ("default", "job")

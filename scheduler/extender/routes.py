@@ -25,9 +25,9 @@ from scheduler.extender import wire
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.preempt import preempt
 from scheduler.extender.verdicts import PREFIX, Engine
-from scheduler.podspec import InvalidPod, PodRequest, PodShape
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
+from scheduler.translate.pod import InvalidPod, PodRequest, PodShape
 
 log = logging.getLogger("gpupack.extender")
 JSON = "application/json"

@@ -23,9 +23,9 @@ from binpack import Demand, FitResult, Reason, fit, score
 from binpack.score import MAX_SCORE, integer_scores
 from scheduler.extender import wire
 from scheduler.extender.shortlist import shortlist
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
 from scheduler.state.plugin import Pin, Plugins
+from scheduler.translate.pod import PodRequest
 
 PREFIX = "gpupack: "
 UNKNOWN = PREFIX + "unknown to gpupack (no inventory yet)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from binpack import Placement
 from scheduler.groups.reserve import Reservations
-from scheduler.podspec import PodRequest
+from scheduler.translate.pod import PodRequest
 
 
 def reserved_for(r: Reservations, uid: str, req: PodRequest, node: str) -> Placement | str | None:

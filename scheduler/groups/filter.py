@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from scheduler import events as ev
 from scheduler.groups.members import GroupKey, Member
 from scheduler.groups.reserve import Reservations
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
 from scheduler.state.plugin import Pin
+from scheduler.translate.pod import PodRequest
 
 
 def filter_member(r: Reservations, req: PodRequest, view: StateView, names: Sequence[str]) -> str | Pin | None:

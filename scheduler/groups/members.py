@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState
 from scheduler.state.ledger import GroupKey
+from scheduler.translate.pod import PodRequest
 
 __all__ = ["GroupKey", "Look", "Member", "Members"]
 

@@ -18,9 +18,9 @@ from scheduler.groups.members import GroupKey, Look, Members
 from scheduler.groups.metrics import GroupMetrics
 from scheduler.groups.preempt import preempt_member
 from scheduler.groups.reserve import GroupSettings, Reservations
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState, StateView
 from scheduler.state.plugin import Answer, Pin, Proposal
+from scheduler.translate.pod import PodRequest
 
 
 class PodGroups:

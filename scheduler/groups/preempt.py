@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 from binpack import Conflict, Placement, Snapshot, allocate, place_group
 from scheduler.groups.reserve import Reservations
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState, StateView
 from scheduler.state.holdings import Hold, foreign_of, without
 from scheduler.state.plugin import Answer, Proposal, VictimRef
+from scheduler.translate.pod import PodRequest
 
 
 def preempt_member(r: Reservations, req: PodRequest, view: StateView, victims: Proposal) -> Answer | None:

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from binpack import Conflict, fit, place
-from scheduler.devices import DEVICES, annotations_for
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError, KubeApi, Obj
 from scheduler.state.ledger import Booking
 from scheduler.state.locks import NODE, ordered
 from scheduler.state.plugin import Plugins
+from scheduler.translate.devices import DEVICES, annotations_for
 
 log = logging.getLogger("gpupack.bind")
 

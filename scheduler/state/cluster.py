@@ -1,7 +1,7 @@
 """ClusterState: what gpupack knows of the cluster, fed by list/watch and read by the verbs.
 
-Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/inventory.py); pods
-become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/devices.py) or
+Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/translate/inventory.py); pods
+become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/translate/devices.py) or
 foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
 by the watcher threads and applied in order under one lock; every verb drains the queue first, so
 filter never answers from a state older than the events gpupack has received. DRA (scheduler/dra)
@@ -27,15 +27,15 @@ from typing import Any
 import orjson
 
 from binpack import Conflict, DemandKind, Mix, MixLearner, Node, Placement, Snapshot, allocate, set_foreign
-from scheduler.devices import InvalidDevices, placement_from
-from scheduler.inventory import InvalidInventory, node_from_k8s
-from scheduler.podspec import InvalidPod, PodRequest, PodShape, read_pod, whole_gpus_held
 from scheduler.state.group_state import PodGroupState
 from scheduler.state.holdings import Hold, NodeHoldings
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking, Ledger
 from scheduler.state.locks import STATE, ordered
 from scheduler.state.parsed import MAX_ERROR, TERMINAL, Parsed, PodEntry, node_key, pod_claims_view
+from scheduler.translate.devices import InvalidDevices, placement_from
+from scheduler.translate.inventory import InvalidInventory, node_from_k8s
+from scheduler.translate.pod import InvalidPod, PodRequest, PodShape, read_pod, whole_gpus_held
 
 
 @dataclass(frozen=True)

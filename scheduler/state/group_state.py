@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 
 from binpack import Conflict, Placement
-from scheduler.podspec import PodRequest
 from scheduler.state.ledger import Booking, GroupBookings, GroupKey, Ledger
 from scheduler.state.parsed import TERMINAL, PodEntry
+from scheduler.translate.pod import PodRequest
 
 
 class PodGroupState:

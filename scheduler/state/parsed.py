@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from binpack import Placement
-from scheduler.inventory import INVENTORY
-from scheduler.podspec import PodRequest
 from scheduler.state.kubeapi import Obj
+from scheduler.translate.inventory import INVENTORY
+from scheduler.translate.pod import PodRequest
 
 TERMINAL = ("Succeeded", "Failed")
 

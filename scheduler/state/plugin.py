@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from binpack import Placement
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import StateView
+from scheduler.translate.pod import PodRequest
 
 
 @dataclass(frozen=True, slots=True)
