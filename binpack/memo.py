@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from binpack.mix import Mix
     from binpack.score_memo import DemandValues
     from binpack.snapshot import NodeRow
-    from binpack.terms.contention import Contention
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -84,6 +83,16 @@ class SetQualityKey:
 
     count: int
     nvlink: bool
+
+
+@dataclass(eq=False)
+class Contention:
+    """Per (mix, layout): restricted demand per model, capacity, and the last contention (terms/contention.py)."""
+
+    want: np.ndarray  # (M,) share of all GPU volume that restricted pods ask of each model
+    cap: np.ndarray  # (M,) plain GPUs of each model
+    value: np.ndarray  # (M + 1,) the last computed contention (last entry: no GPU, always 0)
+    calls: int = 0
 
 
 @dataclass(eq=False)

@@ -45,7 +45,8 @@ from binpack.mix import Mix
 from binpack.score_memo import forget, remembered
 from binpack.snapshot import View
 from binpack.terms import contention, growth, mig
-from binpack.terms.policy import DEFAULT_POLICY, ScorePolicy, bonus_terms, growth_terms
+from binpack.terms.policy import DEFAULT_POLICY, ScorePolicy
+from binpack.terms.strategy import bonus_terms, growth_terms
 from binpack.types import DemandKind
 
 __all__ = ["DEFAULT_POLICY", "MAX_SCORE", "ScorePolicy", "Scores", "forget", "integer_scores", "score"]

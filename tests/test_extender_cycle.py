@@ -41,7 +41,7 @@ def test_a_superseded_cycle_keeps_its_verdicts_but_drops_its_answers() -> None:
     snap = Snapshot.build([Node("n", (Gpu(0, "T4"),), 1000, 1000)])
     old = cache.cycle(1)
     verdict = old.fit(Demand.whole(1), lambda: fit(snap, Demand.whole(1)))
-    key = AnswerKey(object(), Demand.whole(1))  # type: ignore[arg-type]
+    key = AnswerKey(object(), Demand.whole(1), False)  # type: ignore[arg-type]
     old.keep_answer(key, _answer())
     assert old.answer(key) is not None
     cache.cycle(2)

@@ -8,12 +8,12 @@ in LayoutMemo and refreshed every CONTENTION_REFRESH scores."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from binpack.catalog import FULL_MILLI
+from binpack.memo import Contention
 from binpack.mix import Mix
 from binpack.snapshot import Static, View
 from binpack.tables import cliques
@@ -26,16 +26,6 @@ if TYPE_CHECKING:
 _MAX_CONTENTION = 20.0  # a model nearly full of restricted demand: avoid it, but keep growth finite
 CONTENTION_REFRESH = 32  # scores between two passes over all GPUs for the free milli per model
 SHAPED_HOSTS = 1 / 3  # at most this share of the cluster's GPUs can host a class: it is restricted
-
-
-@dataclass(eq=False)
-class Contention:
-    """Per (mix, layout): restricted demand per model, capacity, and the last contention."""
-
-    want: np.ndarray  # (M,) share of all GPU volume that restricted pods ask of each model
-    cap: np.ndarray  # (M,) plain GPUs of each model
-    value: np.ndarray  # (M + 1,) the last computed contention (last entry: no GPU, always 0)
-    calls: int = 0
 
 
 def wanted(v: View, mix: Mix, policy: ScorePolicy, kind: DemandKind) -> np.ndarray | None:

@@ -1,14 +1,13 @@
-"""`ScorePolicy` and the terms it turns on, chosen once per policy (a bad weight fails at construction)."""
+"""`ScorePolicy`: the weights of the scoring terms (a bad weight fails at construction), and the shape of
+a term. Which terms a policy turns on: strategy.py."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from binpack.terms import consolidate, contention, pairing, topology
 from binpack.terms.move import Move
 
 # a term added to the fragmentation growth (milli), or None where it does not apply to the demand
@@ -38,20 +37,3 @@ class ScorePolicy:
 
 
 DEFAULT_POLICY = ScorePolicy()
-
-
-@functools.cache
-def growth_terms(policy: ScorePolicy) -> tuple[GrowthTerm, ...]:
-    """The terms added to FGD's growth, in the order they are added (the sum's bits depend on it)."""
-    out: list[GrowthTerm] = []
-    if policy.pairing:
-        out.append(pairing.term)
-    if policy.contention:
-        out.append(contention.term)
-    return tuple(out)
-
-
-@functools.cache
-def bonus_terms(policy: ScorePolicy) -> tuple[BonusTerm, ...]:
-    """The bonuses added to the bucketed value, in order."""
-    return (consolidate.term, topology.term) if policy.prefer_used else (topology.term,)

@@ -24,10 +24,10 @@ from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
 from scheduler.logfmt import about
-from scheduler.podspec import PodRequest
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking
+from scheduler.translate.pod import PodRequest
 
 log = logging.getLogger("gpupack.dra")
 SLICES, CLAIMS = "resourceslices", "resourceclaims"

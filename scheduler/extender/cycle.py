@@ -104,10 +104,12 @@ class ValuesKey:
 
 @dataclass(frozen=True, slots=True)
 class AnswerKey:
-    """A NodeNames filter answer is the same for every pod with this demand and node list."""
+    """A NodeNames filter answer is the same for every pod with this demand, node list and soft
+    preferences (the shortlist keeps every node for a pod with preferences of its own)."""
 
     table: Names
     demand: Demand
+    soft: bool
 
 
 @dataclass(eq=False)
