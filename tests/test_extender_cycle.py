@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _answer() -> Answer:
-    return Answer(b"{}", {}, np.zeros(0, np.int64), [])
+    return Answer(b"{}", {}, None)
 
 
 @pytest.mark.parametrize(("asked", "kept"), [

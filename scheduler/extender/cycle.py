@@ -38,6 +38,7 @@ ANSWER_BYTES = 64 * 2**20  # ...and at most this many bytes of them
 RECENT_LISTS = 4  # node lists compared with a new request's list before resolving it name by name
 PASSED_PODS = 32  # each holds a whole node list (5,000 fresh strings: ~0.4 MB)...
 PASSED_NAMES = 500_000  # ...and at most this many names passed in all
+TEMPLATE_BYTES = 96  # a passed name's rows entry, template bytes and offsets: ~60 at 20,000 nodes, rounded up
 PARTS = 100_000  # node names' answer pieces kept before starting over (names come and go)
 
 
@@ -74,23 +75,38 @@ class Lru(OrderedDict[Any, Any]):
         self.weight = 0
 
 
+class Passed:
+    """What filter passed: the node list it was sent, the positions and names passed. Shared by every
+    pod given the same cached answer, so the list prioritize then gets is cut from the filter's list
+    once (`subset`, with its answer template) rather than per pod."""
+
+    __slots__ = ("_sub", "keep", "names", "table")
+
+    def __init__(self, table: Names, keep: np.ndarray, names: list[str]) -> None:
+        self.table = table
+        self.keep = keep
+        self.names = names
+        self._sub: Names | None = None
+
+    def subset(self) -> Names:
+        if self._sub is None:  # two threads racing make equal tables: no lock needed
+            self._sub = self.table.subset(self.keep, self.names)
+        return self._sub
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A filter answer as sent, the rejections by reason (a metric), and what passed (for prioritize)."""
 
     body: bytes
     reasons: dict[str, int]
-    keep: np.ndarray  # positions passed in the request's node list
-    passed: list[str] | None
+    passed: Passed | None
 
-
-@dataclass(frozen=True, slots=True)
-class Passed:
-    """What filter passed for one pod: the node list it was sent, the positions and names passed."""
-
-    table: Names
-    keep: np.ndarray
-    names: list[str]
+    @property
+    def weight(self) -> int:
+        """Bytes held: the body, and at most TEMPLATE_BYTES per passed name once prioritize has cut
+        their list and answer template."""
+        return len(self.body) + (TEMPLATE_BYTES * len(self.passed.names) if self.passed is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +135,7 @@ class Cycle:
     generation: int
     verdicts: Lru = field(default_factory=lambda: Lru(CACHE_SIZE))  # Demand -> FitResult
     scores: Lru = field(default_factory=lambda: Lru(CACHE_SIZE))  # ValuesKey -> (N,) read-only floats
-    answers: Lru = field(default_factory=lambda: Lru(ANSWERS, lambda a: len(a.body), ANSWER_BYTES))
+    answers: Lru = field(default_factory=lambda: Lru(ANSWERS, lambda a: a.weight, ANSWER_BYTES))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fit(self, demand: Demand, build: Callable[[], FitResult]) -> FitResult:

@@ -51,6 +51,7 @@ class FilterOutcome:
     failed: dict[str, str] = field(default_factory=dict)
     unresolvable: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason (a metric)
+    stash: Passed | None = None  # what passed, kept for the prioritize that follows
 
 
 class Names:
@@ -135,7 +136,7 @@ class Engine:
         layout = self.cache.layout(static)
         stash = layout.passed_for(uid) if uid else None
         if stash is not None and names == stash.names:
-            return stash.table.subset(stash.keep, stash.names)
+            return stash.subset()
         same = layout.same_list(names)
         if same is not None:
             same.reused = True
@@ -162,13 +163,13 @@ class Engine:
             hit = self.cache.cycle(view.snapshot.generation).answer(key)
             if hit is not None:
                 if hit.passed is not None:
-                    self.cache.layout(table.static).pass_(req.uid, Passed(table, hit.keep, hit.passed))
+                    self.cache.layout(table.static).pass_(req.uid, hit.passed)
                 return hit.body, hit.reasons
         out = self.filter(view, req, invalid, table)
         body = wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names)
         if key is not None:
             self.cache.cycle(view.snapshot.generation).keep_answer(
-                key, Answer(body, out.reasons, np.asarray(out.passed, np.int64), out.passed_names))
+                key, Answer(body, out.reasons, out.stash))
         return body, out.reasons
 
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
@@ -178,9 +179,10 @@ class Engine:
             _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
         if req is not None and self.keep > 0 and req.managed and not req.soft and len(out.passed) > self.keep:
             self._shortlist(view, req, table, out)
-        if req is not None and req.uid and out.passed_names is not None:
-            self.cache.layout(table.static).pass_(
-                req.uid, Passed(table, np.asarray(out.passed, np.int64), out.passed_names))
+        if req is not None and out.passed_names is not None:
+            out.stash = Passed(table, np.asarray(out.passed, np.int64), out.passed_names)
+            if req.uid:
+                self.cache.layout(table.static).pass_(req.uid, out.stash)
         return out
 
     def _shortlist(self, view: StateView, req: PodRequest, table: Names, out: FilterOutcome) -> None:
