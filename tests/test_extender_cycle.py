@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import numpy as np
+import orjson
 import pytest
 
 from binpack import Demand, Gpu, Mix, Node, Snapshot, TaskClass, allocate, fit, score
@@ -88,3 +88,29 @@ def test_binpack_keeps_no_module_level_cache() -> None:
             if isinstance(value, ast.Call) and "WeakKey" in ast.unparse(value.func):
                 found.append(f"{path.name}: {ast.unparse(node)[:60]}")
     assert found == []
+
+
+def test_pods_answered_alike_share_one_cut_list_for_prioritize() -> None:
+    """Filter's answer is cached per (node list, demand) in the cycle; every pod given it gets the same
+    Passed, so prioritize's list (and its answer template) is cut once, not per pod."""
+    from extender_support import pod
+
+    from scheduler.extender import wire
+    from scheduler.extender.verdicts import Engine
+    from scheduler.state.cluster import ClusterState
+    from scheduler.state.standalone import demo_objects
+
+    state = ClusterState(mix_refresh_s=1e9)
+    state.replace("nodes", demo_objects())
+    state.replace("pods", [])
+    engine = Engine()
+    view = state.view()
+    names = list(view.snapshot.names)
+    cut = []
+    for i in range(3):
+        p = pod(f"p{i}", {"nvidia.com/gpu": "1"})
+        args = wire.parse_args(orjson.dumps({"Pod": p, "Nodes": None, "NodeNames": names}))
+        passed = orjson.loads(engine.filter_answer(view, state.request(p), "", engine.names(view, args.names), args)[0])
+        cut.append(engine.names(view, passed["NodeNames"], p["metadata"]["uid"]))
+    assert cut[0] is cut[1] is cut[2] and len(cut[0].names) > 1
+    assert list(cut[0].names) == passed["NodeNames"]
