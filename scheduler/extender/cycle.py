@@ -204,7 +204,9 @@ class LayoutTables:
 
 class VerbCache:
     """The one place the verbs remember anything: the cycles of the newest two generations, the
-    tables of the current layout, and per node name its piece of a prioritize answer."""
+    tables of the current layout, and per node name its piece of a prioritize answer. Lock order:
+    this cache's lock, then a cycle's (when a newer cycle clears the previous one's answers); no
+    lock is held while binpack computes."""
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
         self._size = cache_size
