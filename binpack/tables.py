@@ -5,8 +5,9 @@
 - MIG: per (profile, models), the GPUs that could ever host the profile and, per GPU class (model,
   mode, static layout), how many free instances each occupied-slot mask leaves; counting the free
   instances on every node is a gather, a lookup and a bincount over the MIG GPUs only.
-- `per_demand`: a bounded cache for work that depends on the cluster and the demand, never on
-  the generation (the static part of a verdict).
+- `per_demand`: a bounded store (LayoutMemo.per_demand, typed keys from memo.py) for work that
+  depends on the cluster and the demand, never on the generation (the static part of a verdict).
+Every table is a field of the layout's LayoutMemo (binpack/memo.py).
 """
 
 from __future__ import annotations
