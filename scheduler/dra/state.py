@@ -22,6 +22,7 @@ from scheduler.dra.allocate import NodeDevices
 from scheduler.dra.cel import device_env
 from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
+from scheduler.dra.nvlink import nvlink_by_uuid
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
 from scheduler.logfmt import about
 from scheduler.podspec import PodRequest
@@ -79,7 +80,8 @@ class DraState:
         inv = self.inventories.get(node.name)
         if inv is None:
             return node
-        return replace(node, gpus=inv.gpus, nvlink=(), pcie=inv.pcie)
+        # the driver publishes no NVLink: the agent's annotation gives it when it runs there too (nvlink.py)
+        return replace(node, gpus=inv.gpus, nvlink=nvlink_by_uuid(node, inv.gpus), pcie=inv.pcie)
 
     def _on_slices(self, what: WatchEvent | list[Obj]) -> None:
         touched: set[str] = set()
