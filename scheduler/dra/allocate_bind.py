@@ -26,6 +26,7 @@ from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.cel import CelRefused
 from scheduler.dra.claims import InvalidClaim, read_claim
 from scheduler.dra.demand import claim_refs, uses_claims
+from scheduler.dra.routing import Routing
 from scheduler.dra.slices import DRIVER
 from scheduler.dra.state import DraState
 from scheduler.state.binder import BindResult
@@ -85,9 +86,11 @@ class AllocatingBinder(ClaimBinder):
 
     def __init__(self, state: ClusterState, api: KubeApi, dra: DraState,
                  on_result: Callable[[BindResult], None] | None = None,
-                 hook: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 hook: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
+                 routing: Routing | None = None) -> None:
         super().__init__(state, api, dra, on_result, hook)
         self.clock = clock
+        self.routing = routing or Routing()
 
     def _bind(self, ns: str, name: str, uid: str, node: str) -> tuple[str, str]:
         raw = self.state.raw_pod(uid)
@@ -100,6 +103,12 @@ class AllocatingBinder(ClaimBinder):
         claims, error = self._read_claims(ns, obj)
         if error:
             return error
+        route, why = self.routing.route(str((obj.get("spec") or {}).get("schedulerName") or ""),
+                                        [c for c in claims if not (c.get("status") or {}).get("allocation")])
+        if route == "refuse":
+            return f"gpupack: {why}", "failed"
+        if route == "observe":  # a DynamicResources profile: its PreBind allocated, gpupack adopts
+            return ClaimBinder._bind(self, ns, name, uid, node)
         writes, error = self._plan(obj, claims, node)
         if error:
             return error

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from scheduler.dra.modes import ClaimVeto, binder_for
+from scheduler.dra.routing import Routing
 from scheduler.dra.state import DraState
 from scheduler.events import EventRecorder
 from scheduler.extender.metrics import Metrics
@@ -58,14 +59,16 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     dra = DraState(state) if settings.dra_mode != "off" and isinstance(api, DraApi) else None
     if dra is not None:  # DRA (scheduler/dra): slices and claims are watched; claim pods bind by adoption
         dra.install()  # (observe) or allocation (allocate mode)
-    binder = binder_for(settings.dra_mode, state, api, dra, on_bind) if dra is not None else Binder(state, api, on_bind)
+    routing = Routing.parse(settings.dra_allocate_classes, settings.dra_allocate_profiles)  # scheduler/dra/routing.py
+    binder = binder_for(settings.dra_mode, state, api, dra, on_bind, routing) if dra is not None \
+        else Binder(state, api, on_bind)
     watcher = Watcher(api, state, WatchSettings(settings.watch_timeout_s, settings.backoff_initial_s,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc(),
                       optional=DRA_SOURCES if dra is not None else None)
     engine = Engine()
     if dra is not None and settings.dra_mode == "allocate":
-        engine.veto = ClaimVeto(state, dra)
+        engine.veto = ClaimVeto(state, dra, routing)
     groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
     groups.install(engine, binder)
     events = EventRecorder(api, on_result=lambda reason, result: metrics.events.labels(reason, result).inc())
