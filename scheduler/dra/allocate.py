@@ -160,7 +160,7 @@ def _candidates(nd: NodeDevices, req: Request) -> list[str]:
     return out
 
 
-def _block(snap: Snapshot, node: str, devices: Sequence[tuple[int, MigSlot | None]]) -> Snapshot:
+def block(snap: Snapshot, node: str, devices: Sequence[tuple[int, MigSlot | None]]) -> Snapshot:
     """The snapshot with these devices booked away (those already taken stay as they are)."""
     for gpu, slot in devices:
         p = (Placement(node, gpus=(gpu,), kind=DemandKind.WHOLE) if slot is None
@@ -178,7 +178,7 @@ def _pick(snap: Snapshot, nd: NodeDevices, req: Request, cands: list[str],
     where = nd.inventory.devices
     allowed = {where[n] for n in cands}
     others = [d for d in where.values() if d not in allowed]
-    blocked = _block(snap, nd.node, others)
+    blocked = block(snap, nd.node, others)
     whole = [where[n] for n in cands if where[n][1] is None]
     migs = [where[n][1] for n in cands if where[n][1] is not None]
     tries: list[Demand] = []

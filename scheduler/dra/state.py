@@ -25,8 +25,8 @@ from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.nvlink import nvlink_by_uuid
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
 from scheduler.logfmt import about
-from scheduler.podspec import PodRequest
-from scheduler.state.cluster import ClusterState
+from scheduler.podspec import InvalidPod, PodRequest, read_pod
+from scheduler.state.cluster import TERMINAL, ClusterState, PodEntry
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking
 
@@ -57,6 +57,9 @@ class DraState:
         self._said: set[tuple[str, str, str]] = set()  # (object uid, resourceVersion, message) already logged
         self._demands: OrderedDict[tuple[str, str, tuple[str, ...]], PodRequest] = OrderedDict()
         self._request_cache = request_cache
+        # pending pods naming claims, as the watch last showed them: a claim that arrives after its pod (a relist
+        # lists pods first; the resourceclaim controller makes claims after the pod) re-translates them
+        self._waiting: dict[str, Obj] = {}
 
     def install(self) -> None:
         """Feed slice and claim events through the state's queue; translate claim pods at the edge."""
@@ -68,6 +71,7 @@ class DraState:
         st.node_hook = self._node
         st.translate = self.translate
         st.claimed_by = self.claimed_by
+        st.pod_listeners.append(self._on_pod)
 
     # -- nodes and slices -------------------------------------------------------------------------------
     def is_dra_node(self, name: str) -> bool:
@@ -180,11 +184,36 @@ class DraState:
             for uid, obj in assumed.items():
                 if uid in self._assumed and uid not in self.claims:
                     self._put_claim(obj)
+            self._retranslate(None)
             return
         if what.type == "DELETED":
             self._drop_claim(str(_meta(what.obj).get("uid") or ""))
         elif what.type in ("ADDED", "MODIFIED"):
             self._put_claim(what.obj)
+        m = _meta(what.obj)
+        self._retranslate({(str(m.get("namespace") or ""), str(m.get("name") or ""))})
+
+    def _on_pod(self, uid: str, entry: PodEntry | None, obj: Obj | None) -> None:
+        if entry is None or obj is None or entry.node or entry.phase in TERMINAL or not claim_refs(obj).names:
+            self._waiting.pop(uid, None)
+        else:
+            self._waiting[uid] = obj
+
+    def _retranslate(self, names: set[tuple[str, str]] | None) -> None:
+        """Pending pods naming these claims (None: any) ask what their claims ask now; pod groups see it."""
+        for uid, obj in list(self._waiting.items()):
+            entry = self.state.pod(uid)
+            if entry is None or entry.request is None:
+                continue
+            if names is not None and not any((entry.namespace, n) in names for n in claim_refs(obj).names):
+                continue
+            try:
+                base = read_pod(obj)
+            except InvalidPod:
+                continue
+            req = self.translate(obj, base)
+            if req != entry.request:
+                self.state.replace_request(uid, req, obj)
 
     def adopt(self, obj: Obj) -> None:
         """A claim read at bind, newer than the watch may have brought yet: the truth from now on."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -247,6 +247,9 @@ class ClusterState:
         if placement is None and not (obj.get("status") or {}).get("extendedResourceClaimStatus"):
             # (a pod whose nvidia.com/gpu a DRA claim serves holds that claim's devices, booked by scheduler/dra)
             foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else _whole_gpus(obj)
+        if req is not None and self.translate is not None and not node and spec.get("resourceClaims"):
+            # a pending claim pod asks what its claims ask (scheduler/dra): pod groups plan members with it
+            req = self.translate(obj, req)
         if req is not None and req.managed:
             self._observe(uid, req)
         return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
@@ -269,6 +272,13 @@ class ClusterState:
             self.ledger.drop(uid)
         for listen in self.pod_listeners:
             listen(uid, new, obj)
+
+    def replace_request(self, uid: str, req: PodRequest, obj: Obj) -> None:
+        """A pending pod's request changed without a pod event (scheduler/dra: its claims arrived): the listeners
+        (pod groups) see it. Under the state's lock, from its event queue."""
+        old = self._pods.get(uid)
+        if old is not None and not old.node:
+            self._set_pod(uid, replace(old, request=req), obj)
 
     def _observe(self, uid: str, req: PodRequest) -> None:
         if uid in self._observed:
