@@ -190,8 +190,7 @@ class DraState:
             self._drop_claim(str(_meta(what.obj).get("uid") or ""))
         elif what.type in ("ADDED", "MODIFIED"):
             self._put_claim(what.obj)
-        m = _meta(what.obj)
-        self._retranslate({(str(m.get("namespace") or ""), str(m.get("name") or ""))})
+        self._retranslate(what.obj)
 
     def _on_pod(self, uid: str, entry: PodEntry | None, obj: Obj | None) -> None:
         if entry is None or obj is None or entry.node or entry.phase in TERMINAL or not claim_refs(obj).names:
@@ -199,13 +198,17 @@ class DraState:
         else:
             self._waiting[uid] = obj
 
-    def _retranslate(self, names: set[tuple[str, str]] | None) -> None:
-        """Pending pods naming these claims (None: any) ask what their claims ask now; pod groups see it."""
+    def _retranslate(self, claim: Obj | None) -> None:
+        """Pending pods using this claim (None: any claim) ask what their claims ask now; pod groups see it."""
+        meta = _meta(claim) if claim is not None else {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        owners = {str(o.get("uid")) for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)}
         for uid, obj in list(self._waiting.items()):
             entry = self.state.pod(uid)
             if entry is None or entry.request is None:
                 continue
-            if names is not None and not any((entry.namespace, n) in names for n in claim_refs(obj).names):
+            if claim is not None and uid not in owners and \
+                    not any((entry.namespace, n) == key for n in claim_refs(obj).names):
                 continue
             try:
                 base = read_pod(obj)
@@ -338,10 +341,13 @@ class DraState:
     def translate(self, pod: Obj, req: PodRequest) -> PodRequest:
         """The request of a pod that asks for GPUs through claims: their demand (ClusterState's translate hook)."""
         refs = claim_refs(pod)
-        if not refs.names:
+        if not refs.names and not refs.pending:
             return req
         with self.state.lock:
-            return self._translate(pod, req, refs.names)
+            # without DynamicResources (allocate mode) nothing waits for the pod's status to name the claims the
+            # resourceclaim controller made from its templates: they are found by owner and pod claim name
+            made = tuple(self.generated_claim(req.namespace, req.uid, p) for p in refs.pending)
+            return self._translate(pod, req, (*refs.names, *made))
 
     def _translate(self, pod: Obj, req: PodRequest, names: tuple[str, ...]) -> PodRequest:
         ns = req.namespace
