@@ -193,10 +193,12 @@ class DraState:
         self._retranslate(what.obj)
 
     def _on_pod(self, uid: str, entry: PodEntry | None, obj: Obj | None) -> None:
-        if entry is None or obj is None or entry.node or entry.phase in TERMINAL or not claim_refs(obj).names:
-            self._waiting.pop(uid, None)
-        else:
+        refs = claim_refs(obj) if obj is not None else None
+        if obj is not None and refs is not None and entry is not None and not entry.node and \
+                entry.phase not in TERMINAL and (refs.names or refs.pending):
             self._waiting[uid] = obj
+        else:
+            self._waiting.pop(uid, None)
 
     def _retranslate(self, claim: Obj | None) -> None:
         """Pending pods using this claim (None: any claim) ask what their claims ask now; pod groups see it."""
