@@ -6,11 +6,15 @@ filter (every node, unresolvable) and at bind with the reason; other pods are ob
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dra_support import load, nodes, slices
 from extender_support import post, wait_for
 from fastapi.testclient import TestClient
@@ -26,6 +30,7 @@ Obj = dict[str, Any]
 MIG = {"devices": {"requests": [{"name": "mig", "exactly": {
     "deviceClassName": "mig.nvidia.com", "allocationMode": "ExactCount", "count": 1,
     "selectors": [{"cel": {"expression": "device.attributes['gpu.nvidia.com'].profile == '1g.10gb'"}}]}}]}}
+ROOT = Path(__file__).resolve().parents[1]
 NIC = {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "nic.example.com", "count": 1}}]}}
 
 
@@ -130,3 +135,33 @@ def test_a_dynamicresources_profile_pod_is_observed_and_its_allocation_adopted()
         assert _bind(client, pod, node) == {"Error": ""}
         assert api.claim_writes == []
         assert api.get_pod(meta["namespace"], "p0")["spec"]["nodeName"] == node
+
+
+def _render(overlay: str) -> list[Obj]:
+    exe = shutil.which("kubectl")
+    assert exe
+    out = subprocess.run([exe, "kustomize", str(ROOT / "manifests" / "overlays" / overlay)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _config_and_env(objs: list[Obj]) -> tuple[Obj, dict[str, str]]:
+    (cm,) = [d for d in objs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("gpupack-scheduler-conf")]
+    (dep,) = [d for d in objs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gpupack-scheduler"]
+    (ext,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "extender"]
+    return yaml.safe_load(cm["data"]["scheduler-config.yaml"]), {e["name"]: e.get("value", "") for e in ext["env"]}
+
+
+def test_the_per_class_overlay_gives_each_class_one_allocator_per_profile() -> None:
+    cfg, env = _config_and_env(_render("dra-allocate-per-class"))
+    routing = Routing.parse(env["GPUPACK_DRA_ALLOCATE_CLASSES"], env["GPUPACK_DRA_ALLOCATE_PROFILES"])
+    assert env["GPUPACK_DRA_MODE"] == "allocate"
+    off = {p["schedulerName"] for p in cfg["profiles"]
+           if {"name": "DynamicResources"} in ((p.get("plugins") or {}).get("multiPoint") or {}).get("disabled", [])}
+    assert off == routing.profiles == {"gpupack-allocate"}  # gpupack allocates exactly where DRA does not
+    assert routing.classes == {"gpu.nvidia.com"}
+    assert {p["schedulerName"] for p in cfg["profiles"]} == {"gpupack-scheduler", "gpupack-allocate"}
+    base, _ = _config_and_env(_render("dra-allocate"))
+    assert cfg["extenders"] == base["extenders"]  # every profile's pods reach gpupack, claim-only ones included
+    assert all(p["pluginConfig"] == base["profiles"][0]["pluginConfig"] for p in cfg["profiles"])
+    assert {k: v for k, v in cfg.items() if k != "profiles"} == {k: v for k, v in base.items() if k != "profiles"}
