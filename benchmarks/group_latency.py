@@ -56,8 +56,8 @@ def _binpack(node_objs: list[Any], pods: list[Any], members: int, gpus: int, pla
              plan_s: float) -> dict[str, Any]:
     from binpack import Demand, Snapshot, Topology, allocate, place_group, release
     from binpack.catalog import FULL_MILLI
-    from scheduler.devices import placement_from
-    from scheduler.inventory import node_from_k8s
+    from scheduler.translate.devices import placement_from
+    from scheduler.translate.inventory import node_from_k8s
 
     snap = Snapshot.build([node_from_k8s(n) for n in node_objs])
     booked = [p for p in (placement_from(q["metadata"]["annotations"]) for q in pods) if p is not None]
@@ -86,13 +86,13 @@ def _extender(node_objs: list[Any], pods: list[Any], members: int, gpus: int, pl
     from scheduler.groups import GroupSettings, PodGroups
     from scheduler.state.cluster import ClusterState
     from scheduler.state.kubeapi import WatchEvent
+    from scheduler.state.plugin import Plugins
 
     state = ClusterState(assume_ttl_s=60.0, mix_refresh_s=5.0)
     state.replace("nodes", node_objs)
     state.replace("pods", pods)
-    engine = Engine()
     groups = PodGroups(state, settings=GroupSettings(plan_s=plan_s, round_s=max(plan_s, 2.0)))
-    engine.hooks.append(groups.filter)
+    engine = Engine(plugins=Plugins(groups))
     names = list(state.view().snapshot.names)
     planning, pinned, reserved = [], [], 0
 
@@ -124,9 +124,9 @@ def build_half_full(n_nodes: int, seed: int = 0) -> tuple[list[dict[str, Any]], 
     """benchmarks.latency's nodes, with 0..8 whole GPUs booked per node (uniform: half of all GPUs on
     average, one node in nine wholly free) by bound pods carrying their devices records."""
     from binpack import Placement
-    from scheduler.devices import annotations_for
-    from scheduler.inventory import node_from_k8s
-    from scheduler.podspec import read_pod
+    from scheduler.translate.devices import annotations_for
+    from scheduler.translate.inventory import node_from_k8s
+    from scheduler.translate.pod import read_pod
 
     node_objs, _ = build_cluster(n_nodes, seed)
     rng = np.random.default_rng(seed)

@@ -72,9 +72,9 @@ def build_cluster(n_nodes: int, seed: int = 0) -> tuple[list[dict[str, Any]], li
     """Node objects, and bound pods with devices records filling about half of the GPUs."""
     from binpack import Gpu, Node, Placement
     from binpack.topology import nvswitch
-    from scheduler.devices import annotations_for
-    from scheduler.podspec import read_pod
     from scheduler.state.standalone import node_object
+    from scheduler.translate.devices import annotations_for
+    from scheduler.translate.pod import read_pod
 
     rng = np.random.default_rng(seed)
     nv, pc = nvswitch(8, 12)

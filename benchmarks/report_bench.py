@@ -49,9 +49,9 @@ def make_dump(n_nodes: int = 5000, n_pods: int = 50_000, seed: int = 0) -> Obj:
     """A v1 List of Nodes and Pods; bound pods are placed with binpack on each node, so records are valid."""
     from benchmarks.synthetic import make_cluster
     from binpack import Snapshot, allocate, place
-    from scheduler.devices import annotations_for
-    from scheduler.podspec import read_pod
     from scheduler.state.standalone import node_object
+    from scheduler.translate.devices import annotations_for
+    from scheduler.translate.pod import read_pod
 
     rng = np.random.default_rng(seed)
     nodes = [dataclasses.replace(n, gpus=tuple(dataclasses.replace(g, uuid=f"GPU-{n.name}-{g.index}")

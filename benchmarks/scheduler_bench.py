@@ -4,8 +4,10 @@ Starts etcd + kube-apiserver of a built control plane (shared/tools/control-plan
 creates N Ready GPU nodes (8 x A100, NVSwitch) and, per phase, the same P pending pods (85% 1 GPU,
 7% 2, 5% 4, 3% 8), then starts kube-scheduler (percentageOfNodesToScore 100, client QPS/burst
 10,000) alone ("plain") or with the gpupack extender in a child process (filter, prioritize, bind,
-preempt; weight 5; nodeCacheCapable). Pods are created before kube-scheduler starts and deleted
-between phases, so both phases see the same empty cluster and the same queue. Reported per phase:
+preempt; weight 5; nodeCacheCapable), or ("shortlist") with gpupack serving `--shortlist K` (filter
+passes only gpupack's K best nodes, scheduler/extender/shortlist.py). Pods are created before
+kube-scheduler starts and deleted between phases, so every phase sees the same empty cluster and the
+same queue. Reported per phase:
 pods/s between the first and the last bind (start-up excluded), kube-scheduler's scheduling-attempt
 latency p50/p99 (its histogram, interpolated), each process's CPU ms per pod over that window, the
 extender's per-verb latency; and the ratio. Without a control plane it stops with a message and
@@ -52,6 +54,8 @@ from benchmarks.scheduler_parts import (
 )
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
+MODES = ("plain", "gpupack", "shortlist")
+EXTENDED = ("gpupack", "shortlist")  # the phases with the extender registered
 
 
 class _Sampler:
@@ -214,7 +218,7 @@ class Bench:
     """One run: the cluster, then each phase in turn."""
 
     def __init__(self, cp: ControlPlane, n_nodes: int, n_pods: int, port: int, profile: Path | None,
-                 timeout_s: float, progress: Progress, workdir: Path) -> None:
+                 timeout_s: float, progress: Progress, workdir: Path, keep: int = 8) -> None:
         from kubernetes import client, config
 
         self.cp, self.n_nodes, self.n_pods = cp, n_nodes, n_pods
@@ -225,6 +229,7 @@ class Bench:
         cfg.connection_pool_maxsize = 16
         self.core: Any = client.CoreV1Api(client.ApiClient(cfg))  # plain dicts in, raw bytes out
         self.sizes = pod_sizes(n_pods)
+        self.keep = keep
 
     def _create(self, what: str, objs: list[Any], fn: Callable[[Any], Any]) -> None:
         done = 0
@@ -265,10 +270,11 @@ class Bench:
                 if pid is not None:
                     sampler.pids[name] = pid
             try:
-                if mode == "gpupack":
+                if mode in EXTENDED:
                     gp = subprocess.Popen(
                         [sys.executable, "-m", "scheduler.cli", "serve", "--kubeconfig", str(self.cp.admin_kubeconfig),
-                         "--port", str(self.port), "--log-level", "warning"],
+                         "--port", str(self.port), "--log-level", "warning",
+                         "--shortlist", str(self.keep if mode == "shortlist" else 0)],
                         stdout=open(logs / "bench-gpupack.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
                     _wait("gpupack", lambda: _get(f"http://127.0.0.1:{self.port}/readyz")[0] == 200, gp, 180)
                     sampler.pids["gpupack"] = gp.pid
@@ -279,7 +285,7 @@ class Bench:
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 conf = self.workdir / f"scheduler-{mode}.yaml"
                 conf.write_text(scheduler_config(self.cp.scheduler_kubeconfig,
-                                                 self.port if mode == "gpupack" else None))
+                                                 self.port if mode in EXTENDED else None))
                 kc = str(self.cp.scheduler_kubeconfig)
                 sched = subprocess.Popen(
                     [str(self.cp.scheduler_bin), f"--config={conf}", f"--authentication-kubeconfig={kc}",
@@ -360,13 +366,13 @@ def _rss_mib(pid: int) -> float | None:
 
 def run_scheduler_bench(cp: ControlPlane, n_nodes: int = 5000, n_pods: int = 1000,
                         modes: tuple[str, ...] = ("plain", "gpupack"), port: int = 0, profile: Path | None = None,
-                        timeout_s: float = 900.0, progress: Progress | None = None) -> dict[str, Any]:
+                        timeout_s: float = 900.0, progress: Progress | None = None, keep: int = 8) -> dict[str, Any]:
     """Start the control plane, run the phases, stop it; the figures."""
     progress = progress or (lambda what, done, total: None)
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` and friends: still stop the control plane
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, control_plane(cp):
-        bench = Bench(cp, n_nodes, n_pods, port, profile, timeout_s, progress, Path(tmp))
+        bench = Bench(cp, n_nodes, n_pods, port, profile, timeout_s, progress, Path(tmp), keep)
         bench.cluster()
         watch = _BindWatch(cp.admin_kubeconfig)
         watch.start()
@@ -375,7 +381,7 @@ def run_scheduler_bench(cp: ControlPlane, n_nodes: int = 5000, n_pods: int = 100
         finally:
             watch.stop()
     mix = {str(g): c for g, c in sorted(Counter(bench.sizes).items())}
-    result: dict[str, Any] = {"nodes": n_nodes, "pods": n_pods, "gpus_per_pod": mix,
+    result: dict[str, Any] = {"nodes": n_nodes, "pods": n_pods, "gpus_per_pod": mix, "shortlist": keep,
                               "phases": phases, **summary(phases),
                               "load_average_before": [round(x, 2) for x in load],
                               "load_average_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
@@ -394,8 +400,10 @@ def register(bench: typer.Typer) -> None:
         verify_dir: Annotated[Path | None, typer.Option(
             help="the control plane built by shared/tools/control-plane (default $GPUPACK_VERIFY_DIR, "
                  "else /tmp/verify)")] = None,
-        modes: Annotated[str, typer.Option(help="phases, in order: plain (kube-scheduler alone), gpupack")]
+        modes: Annotated[str, typer.Option(
+            help="phases, in order: plain (kube-scheduler alone), gpupack, shortlist (gpupack --shortlist K)")]
             = "plain,gpupack",
+        shortlist: Annotated[int, typer.Option(min=1, help="K of the shortlist phase")] = 8,
         port: Annotated[int, typer.Option(min=0, max=65535, help="gpupack's port on 127.0.0.1 (0: a free one)")] = 0,
         profile: Annotated[Path | None, typer.Option(help="record gpupack with py-spy into this folder")] = None,
         timeout: Annotated[float, typer.Option(help="seconds a phase may take")] = 900.0,
@@ -410,8 +418,8 @@ def register(bench: typer.Typer) -> None:
 
         console = Console(stderr=json_out)
         wanted = tuple(m.strip() for m in modes.split(",") if m.strip())
-        if not wanted or set(wanted) - {"plain", "gpupack"}:
-            raise typer.BadParameter(f"--modes: plain and/or gpupack, got {modes!r}")
+        if not wanted or set(wanted) - set(MODES):
+            raise typer.BadParameter(f"--modes: some of {', '.join(MODES)}, got {modes!r}")
         try:
             from benchmarks.scheduler_parts import find_control_plane
 
@@ -425,7 +433,7 @@ def register(bench: typer.Typer) -> None:
                         tasks[what] = bar.add_task(what, total=total)
                     bar.update(tasks[what], completed=done)
 
-                r = run_scheduler_bench(cp, nodes, pods, wanted, port, profile, timeout, on)
+                r = run_scheduler_bench(cp, nodes, pods, wanted, port, profile, timeout, on, shortlist)
         except NoControlPlane as e:
             console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from None

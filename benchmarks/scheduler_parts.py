@@ -223,6 +223,12 @@ def summary(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["ratio"] = round(gp["pods_per_s"] / plain["pods_per_s"], 3)
         out["ratio_target"] = TARGET_RATIO
         out["ratio_met"] = out["ratio"] >= TARGET_RATIO
+    short = phases.get("shortlist")
+    if plain and short and plain.get("pods_per_s") and short.get("pods_per_s"):
+        out["ratio_shortlist"] = round(short["pods_per_s"] / plain["pods_per_s"], 3)
+        out["ratio_shortlist_met"] = out["ratio_shortlist"] >= TARGET_RATIO
+        if "gpupack" in short.get("cpu_ms_per_pod", {}):
+            out["gpupack_cpu_ms_per_pod_shortlist"] = short["cpu_ms_per_pod"]["gpupack"]
     if gp and "cpu_ms_per_pod" in gp and "gpupack" in gp["cpu_ms_per_pod"]:
         out["gpupack_cpu_ms_per_pod"] = gp["cpu_ms_per_pod"]["gpupack"]
         out["gpupack_cpu_target_ms"] = TARGET_CPU_MS

@@ -24,17 +24,24 @@ def scheduler_table(r: dict[str, Any]) -> Group:
                   _f(p["attempt_p99_ms"]), cpu)
     parts: list[Any] = [t]
     gp = r["phases"].get("gpupack") or {}
-    if gp.get("extender"):
-        v = Table(title="gpupack's verbs (time inside gpupack)")
-        for col in ("verb", "calls", "p50 ms", "p99 ms"):
-            v.add_column(col, justify="right")
-        for verb, s in gp["extender"].items():
-            v.add_row(verb, str(s["n"]), _f(s["p50_ms"]), _f(s["p99_ms"]))
-        parts.append(v)
+    for mode in ("gpupack", "shortlist"):
+        verbs = (r["phases"].get(mode) or {}).get("extender")
+        if verbs:
+            v = Table(title=f"gpupack's verbs in phase {mode} (time inside gpupack)")
+            for col in ("verb", "calls", "p50 ms", "p99 ms"):
+                v.add_column(col, justify="right")
+            for verb, s in verbs.items():
+                v.add_row(verb, str(s["n"]), _f(s["p50_ms"]), _f(s["p99_ms"]))
+            parts.append(v)
     lines = []
     if "ratio" in r:
         ok = "met" if r["ratio_met"] else "NOT met"
         lines.append(f"ratio gpupack / alone: {r['ratio']:.3f} (target >= {r['ratio_target']}: {ok})")
+    if "ratio_shortlist" in r:
+        ok = "met" if r["ratio_shortlist_met"] else "NOT met"
+        lines.append(f"ratio gpupack --shortlist {r.get('shortlist')} / alone: {r['ratio_shortlist']:.3f} "
+                     f"(target >= {r.get('ratio_target', 0.8)}: {ok}); gpupack CPU per pod "
+                     f"{_f(r.get('gpupack_cpu_ms_per_pod_shortlist'))} ms")
     if "gpupack_cpu_ms_per_pod" in r:
         ok = "met" if r["gpupack_cpu_met"] else "NOT met"
         lines.append(f"gpupack CPU per pod: {r['gpupack_cpu_ms_per_pod']} ms (target <= "

@@ -54,6 +54,10 @@ def serve(
     metrics_host: Annotated[str | None, typer.Option(
         help=METRICS_HOST_HELP, show_default=_default("metrics_host"))] = None,
     metrics_port: Annotated[int | None, typer.Option(help=METRICS_HELP, show_default=_default("metrics_port"))] = None,
+    shortlist: Annotated[int | None, typer.Option(
+        help="Filter passes at most this many of gpupack's best nodes (ties kept) to pods without soft "
+             "preferences of their own; kube-scheduler then scores only those. 0: every fitting node",
+        show_default=_default("shortlist"))] = None,
 ) -> None:
     """Serve the kube-scheduler extender verbs (filter, prioritize, bind, preempt).
 
@@ -69,7 +73,7 @@ def serve(
                                                ("log_level", log_level), ("tls_cert", tls_cert),
                                                ("tls_key", tls_key), ("tls_client_ca", tls_client_ca),
                                                ("log_format", log_format), ("metrics_host", metrics_host),
-                                               ("metrics_port", metrics_port))
+                                               ("metrics_port", metrics_port), ("shortlist", shortlist))
                              if v is not None}
     if in_cluster:
         flags["in_cluster"] = True

@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.state.locks import check_order
+
+# every lock made from here on refuses to be taken out of order (scheduler/state/locks.py): a wrong order
+# fails the test that takes it, instead of deadlocking one day under load
+check_order(True)
+
 # A copy of the project's shared/ fixtures kept in the repository, so a plain clone runs its tests.
 SHARED = Path(__file__).resolve().parent / "data" / "shared"
 

@@ -22,7 +22,7 @@ from scheduler.agent.kubeletapi import deviceplugin_pb2 as pb
 from scheduler.agent.kubeletapi import deviceplugin_pb2_grpc as pb_grpc
 from scheduler.agent.kubeletapi import podresources_pb2 as prpb
 from scheduler.agent.kubeletapi import podresources_pb2_grpc as prpb_grpc
-from scheduler.devices import DEVICES, corrected
+from scheduler.translate.devices import DEVICES, corrected
 
 Obj = dict[str, Any]
 

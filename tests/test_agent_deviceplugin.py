@@ -28,8 +28,8 @@ from scheduler.agent.plugin import DevicePlugins, PluginConfig, socket_name
 from scheduler.agent.podresources import list_allocated
 from scheduler.agent.reconcile import reconcile_once
 from scheduler.agent.xid import XidWatcher
-from scheduler.devices import DEVICES, record_from
-from scheduler.inventory import INVENTORY
+from scheduler.translate.devices import DEVICES, record_from
+from scheduler.translate.inventory import INVENTORY
 
 V100 = discover(board("dgx1-v100"))
 A100 = discover(board("a100-nvswitch"))

@@ -14,7 +14,7 @@ from binpack.topology import dgx1_v100, nvswitch, pcie_only
 from scheduler.agent import fake_nvml
 from scheduler.agent.discover import Inventory, discover, to_json
 from scheduler.agent.fake_nvml import A100_LAYOUTS, board, mig_uuid
-from scheduler.inventory import INVENTORY, node_from_k8s
+from scheduler.translate.inventory import INVENTORY, node_from_k8s
 
 Matrix = tuple[tuple[int, ...], ...]
 

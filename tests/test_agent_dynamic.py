@@ -13,9 +13,9 @@ from binpack import Snapshot, allocate, place
 from scheduler.agent.discover import discover
 from scheduler.agent.dynamic import MigController, reconcile, wanted
 from scheduler.agent.fake_nvml import FakeNvml, board
-from scheduler.devices import annotations_for
-from scheduler.inventory import INVENTORY, node_from_k8s
-from scheduler.podspec import read_pod
+from scheduler.translate.devices import annotations_for
+from scheduler.translate.inventory import INVENTORY, node_from_k8s
+from scheduler.translate.pod import read_pod
 
 NODE = "gpu-a100"
 

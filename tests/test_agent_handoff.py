@@ -29,7 +29,7 @@ from scheduler.agent.handoff import (
     prefer,
 )
 from scheduler.agent.service import cdi_check
-from scheduler.devices import DEVICES
+from scheduler.translate.devices import DEVICES
 
 DATA = Path(__file__).parent / "data" / "cdi"
 ROOT = Path(__file__).resolve().parents[1]

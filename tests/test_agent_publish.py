@@ -23,7 +23,7 @@ from scheduler.agent.fake_nvml import board
 from scheduler.agent.probe import check_file, check_url
 from scheduler.agent.probe import main as probe_main
 from scheduler.agent.publish import publish, run
-from scheduler.inventory import INVENTORY, decode_inventory
+from scheduler.translate.inventory import INVENTORY, decode_inventory
 
 
 class _Resp:

@@ -12,7 +12,7 @@ from scheduler.agent.discover import discover
 from scheduler.agent.fake_nvml import board
 from scheduler.agent.handoff import GPU_RESOURCE, Booking
 from scheduler.agent.records import CORRECTED_REASON, KubePodSource
-from scheduler.devices import DEVICES, record_from
+from scheduler.translate.devices import DEVICES, record_from
 
 GPUS = discover(board("dgx1-v100")).gpus
 

@@ -97,6 +97,10 @@ def test_cpu_and_throughput_over_the_bind_window() -> None:
     assert (rate, t0, t1) == (0.75, 1.0, 5.0)
     s = summary({"plain": {"pods_per_s": 40.0}, "gpupack": {"pods_per_s": 34.0, "cpu_ms_per_pod": {"gpupack": 4.0}}})
     assert s["ratio"] == 0.85 and s["ratio_met"] and s["gpupack_cpu_met"]
+    s = summary({"plain": {"pods_per_s": 40.0}, "gpupack": {"pods_per_s": 20.0},
+                 "shortlist": {"pods_per_s": 36.0, "cpu_ms_per_pod": {"gpupack": 3.0}}})
+    assert s["ratio"] == 0.5 and not s["ratio_met"]
+    assert s["ratio_shortlist"] == 0.9 and s["ratio_shortlist_met"] and s["gpupack_cpu_ms_per_pod_shortlist"] == 3.0
 
 
 def test_profile_top_counts_self_and_total_time() -> None:

@@ -16,10 +16,10 @@ import pytest
 from extender_support import args, fixture_nodes, pod, post, serve, wait_for
 
 from binpack import Snapshot, validate
-from scheduler.devices import DEVICES, placement_from
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import read_pod
 from scheduler.state.memapi import Faults
+from scheduler.translate.devices import DEVICES, placement_from
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import read_pod
 
 SHAPES = [{"nvidia.com/gpu": "1"}, {"nvidia.com/gpu": "2"}, {"gpupack.io/gpu-memory": "30000"},
           {"nvidia.com/gpu": "1"}]

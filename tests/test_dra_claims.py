@@ -9,9 +9,9 @@ import pytest
 from dra_support import load, state
 
 from binpack import Demand, DemandKind, MigSlot, Placement, fit
-from scheduler.devices import DEVICES
 from scheduler.dra.claims import InvalidClaim, read_claim
 from scheduler.state.kubeapi import WatchEvent
+from scheduler.translate.devices import DEVICES
 
 W, M = DemandKind.WHOLE, DemandKind.MIG
 A100, H100, T4 = "dra-a100-node", "dra-h100-node", "dra-t4-node"

@@ -11,7 +11,7 @@ from dra_support import load
 from binpack import Demand, DemandKind
 from scheduler.dra.claims import read_claim
 from scheduler.dra.demand import claim_refs, claims_demand, uses_claims
-from scheduler.podspec import read_pod
+from scheduler.translate.pod import read_pod
 
 BEFORE = "claims/scheduled-ncc-true/before/"
 HOST = {"cpu_milli": 100, "host_memory_mib": 128}

@@ -15,8 +15,8 @@ from binpack.topology import PHB
 from scheduler.dra.allocate import Unallocatable, allocate_claims, claim_spec
 from scheduler.dra.nvlink import nvlink_by_uuid
 from scheduler.dra.state import DraState
-from scheduler.inventory import INVENTORY, encode_inventory
 from scheduler.state.cluster import ClusterState
+from scheduler.translate.inventory import INVENTORY, encode_inventory
 
 A100 = "dra-a100-node"
 UUIDS = [d["attributes"]["uuid"]["string"] for d in load(f"driver/resourceslice-{A100}.json")["spec"]["devices"]]

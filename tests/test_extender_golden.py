@@ -11,7 +11,7 @@ import orjson
 import pytest
 from extender_support import as_bound, fixture_nodes, load, pod, post, serve
 
-from scheduler.devices import DEVICES
+from scheduler.translate.devices import DEVICES
 
 FILTER_KEYS = ["Nodes", "NodeNames", "FailedNodes", "FailedAndUnresolvableNodes", "Error"]
 

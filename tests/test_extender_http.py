@@ -10,13 +10,13 @@ import orjson
 import pytest
 from extender_support import args, pod, post, serve, wait_for
 
-from scheduler.devices import DEVICES, record_from
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError
 from scheduler.state.memapi import MemoryApi
 from scheduler.state.standalone import demo_objects
+from scheduler.translate.devices import DEVICES, record_from
 
 NODES = demo_objects()
 NAMES = [n["metadata"]["name"] for n in NODES]

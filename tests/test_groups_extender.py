@@ -9,12 +9,12 @@ from typing import Any
 
 from extender_support import args, post, serve, wait_for
 from fastapi.testclient import TestClient
-from test_groups_plan import member, nodes, plain
+from groups_support import member, nodes, plain
 
-from scheduler.devices import placement_from
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
 from scheduler.state.cluster import ClusterState
+from scheduler.translate.devices import placement_from
 
 Obj = dict[str, Any]
 

@@ -11,34 +11,50 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from groups_support import TTL, Sim, member, nodes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_groups_plan import TTL, Sim, member, nodes
 
 from binpack import Placement, Snapshot, validate
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import PodRequest, read_pod
+from scheduler.state.plugin import Plugins
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import PodRequest, read_pod
 
 Obj = dict[str, Any]
 RACE = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _guard(sim: Sim) -> list[str]:
-    """Wrap the bind hook: whenever it hands out a reservation, the member's whole group must be held."""
-    seen: list[str] = []
-    inner = sim.groups.bind
+class _Guarded:
+    """The pod-group plugin, with a check on its bind point: whenever it hands out a reservation, the member's
+    whole group must be held."""
 
-    def bind(uid: str, req: PodRequest, node: str) -> Placement | str | None:
-        got = inner(uid, req, node)
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.seen: list[str] = []
+
+    def applies(self, req: PodRequest) -> bool:
+        return self.sim.groups.applies(req)
+
+    def filter(self, req: PodRequest, view: Any, names: Any) -> Any:
+        return self.sim.groups.filter(req, view, names)
+
+    def preempt(self, req: PodRequest, view: Any, victims: Any) -> Any:
+        return self.sim.groups.preempt(req, view, victims)
+
+    def reserve(self, uid: str, req: PodRequest, node: str) -> Placement | str | None:
+        got = self.sim.groups.reserve(uid, req, node)
         if isinstance(got, Placement):
-            look = sim.groups.look((req.namespace, req.group))
-            live = sim.groups.check((req.namespace, req.group))
+            look = self.sim.groups.look((req.namespace, req.group))
+            live = self.sim.groups.check((req.namespace, req.group))
             assert uid in live and look.held >= look.need, (uid, look)
-            seen.append(uid)
+            self.seen.append(uid)
         return got
 
-    sim.binder.reservation = bind
-    return seen
+
+def _guard(sim: Sim) -> list[str]:
+    guarded = _Guarded(sim)
+    sim.binder.plugins = Plugins(guarded)
+    return guarded.seen
 
 
 def _groups(draw: Any, capacity: int) -> list[list[Obj]]:

@@ -2,7 +2,7 @@
 
 A CPU or memory request too large for int64 used to enter the workload mix; every share-pod bind then
 answered `internal error in bind: OverflowError` and prioritize answered `[]`. Every amount is now
-range-checked where it enters binpack (scheduler/quantity.py, scheduler/podspec.py), binpack's types and
+range-checked where it enters binpack (scheduler/translate/quantity.py, scheduler/translate/pod.py), binpack's types and
 the mix learner refuse out-of-range values, and the webhook denies such a pod.
 """
 
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from binpack import Demand, MixLearner
 from binpack.types import MAX_AMOUNT
-from scheduler.podspec import InvalidPod, read_pod
-from scheduler.quantity import bytes_to_mib, to_int, to_milli
 from scheduler.state.standalone import demo_objects
+from scheduler.translate.pod import InvalidPod, read_pod
+from scheduler.translate.quantity import bytes_to_mib, to_int, to_milli
 from webhook.admit import Policy, admit
 
 HUGE = "99999999999999999999999"
@@ -112,7 +112,7 @@ def test_no_demand_or_weight_can_break_the_mix_learner(pods: list[tuple[int, int
 
 def test_a_node_claiming_absurd_gpu_counts_is_an_unreadable_inventory_at_once() -> None:
     """Node quantities cross the same edge: a label of 10^12 GPUs is refused before any GPU is built."""
-    from scheduler.inventory import InvalidInventory, node_from_k8s
+    from scheduler.translate.inventory import InvalidInventory, node_from_k8s
 
     n = {"metadata": {"name": "liar", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
          "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "1000000000000"}}}

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from binpack.catalog import mig_profile_names
-from scheduler.podspec import COMPUTE, GPU, MEMORY, MIG_PREFIX, SHARE_SLOT
 from scheduler.settings import Settings
+from scheduler.translate.pod import COMPUTE, GPU, MEMORY, MIG_PREFIX, SHARE_SLOT
 from webhook.settings import WebhookSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_the_extender_listens_where_kube_scheduler_calls_it() -> None:
 def test_every_managed_mig_resource_reads_as_a_catalog_profile() -> None:
     """A pod asking for any managed nvidia.com/mig-* (including the device plugin's `.me` spelling)
     must reach the packer as that profile, not be refused as unknown."""
-    from scheduler.podspec import read_pod
+    from scheduler.translate.pod import read_pod
 
     for r in _extender(_deployed())["managedResources"]:
         if not r["name"].startswith(MIG_PREFIX):

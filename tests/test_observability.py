@@ -9,8 +9,8 @@ import logging
 from typing import Any
 
 import pytest
+from groups_support import TTL, Sim, member, nodes, plain
 from prometheus_client import CollectorRegistry
-from test_groups_plan import TTL, Sim, member, nodes, plain
 
 from scheduler import events as ev
 from scheduler.events import EventRecorder, PodRef

@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 from benchmarks.report_bench import make_dump, run_report_bench
 from binpack import Placement
 from scheduler.cli import app
-from scheduler.devices import annotations_for
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import read_pod
 from scheduler.report.analyze import pending, per_model, read
 from scheduler.report.dump import DumpError, load, split
 from scheduler.report.explain import explain
 from scheduler.report.replay import POLICIES, replay
+from scheduler.translate.devices import annotations_for
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import read_pod
 
 Obj = dict[str, Any]
 runner = CliRunner()

@@ -19,11 +19,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
-from scheduler.devices import DEVICES
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
 from scheduler.state.kubeapi import ApiError, KubernetesApi
 from scheduler.state.memapi import MemoryApi
+from scheduler.translate.devices import DEVICES
 
 
 def _status(code: int, reason: str, message: str) -> Response:

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from binpack import Conflict, Demand, Snapshot, place, validate
-from scheduler.devices import annotations_for
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import read_pod
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import WatchEvent
 from scheduler.state.standalone import demo_objects
+from scheduler.translate.devices import annotations_for
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import read_pod
 
 NODES = [n for n in demo_objects() if n["metadata"]["name"] in ("t4-0", "t4-1", "hgx-a100-0")]
 INV = {n["metadata"]["name"]: node_from_k8s(n) for n in NODES}

@@ -11,13 +11,13 @@ import numpy as np
 from extender_support import fixture_nodes, pod, wait_for
 
 from binpack import MigSlot, Placement, Snapshot, validate
-from scheduler.devices import annotations_for
-from scheduler.inventory import node_from_k8s
-from scheduler.podspec import read_pod
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError, WatchEvent
 from scheduler.state.memapi import MemoryApi
 from scheduler.state.watch import Watcher, WatchSettings
+from scheduler.translate.devices import annotations_for
+from scheduler.translate.inventory import node_from_k8s
+from scheduler.translate.pod import read_pod
 
 Obj = dict[str, Any]
 

@@ -4,8 +4,8 @@ import pytest
 
 from binpack import Demand, Snapshot, Topology, place
 from binpack.demo import demo_nodes
-from scheduler.devices import DEVICES, InvalidDevices, annotations_for, corrected, placement_from, record_from
-from scheduler.podspec import read_pod
+from scheduler.translate.devices import DEVICES, InvalidDevices, annotations_for, corrected, placement_from, record_from
+from scheduler.translate.pod import read_pod
 
 
 def two_container_pod(res_a: dict[str, str], res_b: dict[str, str]) -> dict[str, object]:

@@ -7,7 +7,7 @@ import pytest
 
 from binpack import MigMode
 from binpack.demo import demo_nodes
-from scheduler.inventory import INVENTORY, InvalidInventory, encode_inventory, node_from_k8s
+from scheduler.translate.inventory import INVENTORY, InvalidInventory, encode_inventory, node_from_k8s
 
 
 def k8s_node(name: str, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,

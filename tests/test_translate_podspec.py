@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from binpack import DemandKind, Topology
-from scheduler.podspec import InvalidPod, read_pod
+from scheduler.translate.pod import InvalidPod, read_pod
 
 
 def pod(containers: list[dict[str, Any]], annotations: dict[str, str] | None = None, init: list[Any] | None = None,

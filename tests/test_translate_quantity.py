@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
+from scheduler.translate.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
 
 
 @pytest.mark.parametrize(

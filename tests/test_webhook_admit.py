@@ -9,7 +9,7 @@ import jsonpatch
 import pytest
 
 from binpack.catalog import CATALOG, canonical_model
-from scheduler.podspec import read_pod
+from scheduler.translate.pod import read_pod
 from webhook.admit import Decision, Policy, admit
 from webhook.patch import TOLERATION, escape, pointer
 from webhook.products import GFD_PRODUCTS, PRODUCT_LABEL, is_label_value, product_values, unknown_models

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler.podspec import read_pod
+from scheduler.translate.pod import read_pod
 from webhook.app import create_app
 from webhook.settings import WebhookSettings
 

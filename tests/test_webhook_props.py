@@ -1,6 +1,6 @@
 """Property tests: for generated pods (GPU and not, several containers, init containers, existing env,
 tolerations, affinity and annotations) the patch applies cleanly, a second pass yields no patch, and the
-extender reads the same demand (scheduler.podspec.read_pod) from the mutated pod as from the original.
+extender reads the same demand (scheduler.translate.pod.read_pod) from the mutated pod as from the original.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jsonpatch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from scheduler.podspec import InvalidPod, read_pod
+from scheduler.translate.pod import InvalidPod, read_pod
 from webhook.admit import Policy, admit, asks_for_gpu, handoff_problem
 from webhook.patch import TOLERATION
 

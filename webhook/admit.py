@@ -1,6 +1,6 @@
 """Admission policy for one pod: allow it untouched, deny it with a message, or allow it with a patch.
 
-The pod is read by scheduler.podspec.read_pod, the one pod -> demand translation the extender uses;
+The pod is read by scheduler.translate.pod.read_pod, the one pod -> demand translation the extender uses;
 this module only adds the checks that belong at admission (requests == limits, the largest node,
 what the annotation rewrite and the per-container annotations can express) and decides the
 Mutation that patch.build_patch turns into JSONPatch. Pure: no I/O, no clock.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from binpack import DemandKind
-from scheduler.devices import DEVICES
-from scheduler.podspec import (
+from scheduler.translate.devices import DEVICES
+from scheduler.translate.pod import (
     A_FRACTION,
     A_GROUP,
     A_MEMORY,
@@ -29,7 +29,7 @@ from scheduler.podspec import (
     gpu_resource_names,
     read_pod,
 )
-from scheduler.quantity import parse_quantity
+from scheduler.translate.quantity import parse_quantity
 from webhook.dra import convert
 from webhook.patch import Mutation, Op, build_patch
 from webhook.products import product_values, unknown_models

@@ -22,7 +22,7 @@ from binpack import DemandKind, Topology
 from binpack.catalog import mig_profile_names
 from scheduler.dra.allocate import Unallocatable, claim_spec
 from scheduler.dra.cel import FUNCTIONS, CelRefused, compile_selector
-from scheduler.podspec import A_MODEL, A_TOPOLOGY, GPU, MIG_PREFIX, PodRequest, gpu_resource_names, mig_profile_of
+from scheduler.translate.pod import A_MODEL, A_TOPOLOGY, GPU, MIG_PREFIX, PodRequest, gpu_resource_names, mig_profile_of
 from webhook.patch import Op, pointer
 
 TEMPLATE_LABEL = "gpupack.io/template"

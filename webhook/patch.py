@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.podspec import SHARE_SLOT
+from scheduler.translate.pod import SHARE_SLOT
 from webhook.products import PRODUCT_LABEL
 
 Op = dict[str, Any]

@@ -24,7 +24,7 @@ from scheduler.agent import links, migdev
 from scheduler.agent import nvml as nv
 from scheduler.agent.metrics import NVML_ERRORS
 from scheduler.agent.nvml import Handle, Nvml
-from scheduler.inventory import encode_inventory
+from scheduler.translate.inventory import encode_inventory
 
 Matrix = tuple[tuple[int, ...], ...]
 _MIB = 1024 * 1024

@@ -1,7 +1,7 @@
 """Dynamic MIG (`gpupack agent --dynamic-mig`): make the node's MIG instances match its pods.
 
 The extender records each MIG pod's placement at bind in `gpupack.io/devices` (GPU, profile,
-start slot; scheduler/devices.py). Here the wanted set is every such slot of a pod on this node
+start slot; scheduler/translate/devices.py). Here the wanted set is every such slot of a pod on this node
 that still holds its devices (not Succeeded/Failed, not gone); the reconcile creates what is
 missing (GPU instance at that exact placement plus one compute instance filling it) and destroys
 what no pod wants, on MIG-enabled GPUs only. It derives everything from the pods and NVML each
@@ -26,7 +26,7 @@ from scheduler.agent import migdev
 from scheduler.agent import nvml as nv
 from scheduler.agent.nvml import Nvml
 from scheduler.agent.records import node_pods
-from scheduler.devices import InvalidDevices, placement_from
+from scheduler.translate.devices import InvalidDevices, placement_from
 
 log = logging.getLogger("gpupack.agent.mig")
 

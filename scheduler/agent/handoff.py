@@ -20,8 +20,8 @@ from typing import Any
 
 from binpack import DemandKind, Gpu, MigMode
 from scheduler.agent.cdi import NVIDIA_KIND, qualified
-from scheduler.devices import InvalidDevices, Record, record_from
-from scheduler.podspec import SHARE_SLOT
+from scheduler.translate.devices import InvalidDevices, Record, record_from
+from scheduler.translate.pod import SHARE_SLOT
 
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"

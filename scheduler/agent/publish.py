@@ -19,7 +19,7 @@ import orjson
 
 from scheduler.agent import metrics
 from scheduler.agent.discover import Inventory
-from scheduler.inventory import INVENTORY
+from scheduler.translate.inventory import INVENTORY
 
 log = logging.getLogger("gpupack.agent")
 _MERGE_PATCH = "application/merge-patch+json"

@@ -15,8 +15,8 @@ import orjson
 
 from binpack import Gpu
 from scheduler.agent.handoff import Booking
-from scheduler.devices import DEVICES, corrected
 from scheduler.events import PodRef, event_body
+from scheduler.translate.devices import DEVICES, corrected
 
 log = logging.getLogger("gpupack.agent.records")
 CORRECTED_REASON = "GpupackDevicesCorrected"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -185,8 +184,8 @@ class AllocatingBinder(ClaimBinder):
         return out, None
 
     def _plan(self, jobs: list[_Job]) -> tuple[list[_Write], tuple[str, str] | None]:
-        """Devices for every job's unallocated claims, booked at once under the jobs' node locks (taken in name
-        order, so binds on overlapping nodes cannot deadlock); or the refusal, with nothing booked."""
+        """Devices for every job's unallocated claims, chosen and booked at once under the state lock; or the
+        refusal, with nothing booked."""
         todo: list[tuple[_Job, Obj, ClaimSpec]] = []
         writes: list[_Write] = []
         for job in jobs:
@@ -207,10 +206,9 @@ class AllocatingBinder(ClaimBinder):
                     todo.append((job, obj, claim_spec(obj)))
                 except Unallocatable as e:
                     return [], (f"gpupack: {e}", "failed")
-        with ExitStack() as locks:
-            for n in sorted({j.node for j in jobs}):
-                locks.enter_context(self._node_lock(n))
-            locks.enter_context(self.state.lock)
+        # the bind's node lock, as for any bind; a group's other members' nodes are covered by the state lock,
+        # under which their devices are chosen and booked at once (one node lock at a time: state/locks.py)
+        with self._node_lock(jobs[0].node), self.state.lock:
             for job in jobs:
                 for obj in job.claims:
                     self.dra.adopt(obj)
@@ -221,8 +219,8 @@ class AllocatingBinder(ClaimBinder):
                                 f"another bind", "conflict")
             first = jobs[0]
             req = self.state.request_for(str(first.pod["metadata"]["uid"]))
-            if self.reservation is not None and req is not None and req.group:
-                held_by = self.reservation(str(first.pod["metadata"]["uid"]), req, first.node)
+            if req is not None and req.group:
+                held_by = self.plugins.reserve(str(first.pod["metadata"]["uid"]), req, first.node)
                 if isinstance(held_by, str):  # a group member binds only where, and when, its group is reserved
                     return [], (held_by, "conflict")
             if not todo:

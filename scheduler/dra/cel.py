@@ -27,7 +27,7 @@ from typing import Any
 import celpy
 from celpy import celtypes
 
-from scheduler.quantity import to_int
+from scheduler.translate.quantity import to_int
 
 
 class CelRefused(ValueError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from binpack import Demand, DemandKind
 from scheduler.dra.claims import GPU_CLASS, MIG_CLASS, Claim
-from scheduler.podspec import PodRequest
+from scheduler.translate.pod import PodRequest
 
 
 @dataclass(frozen=True, slots=True)

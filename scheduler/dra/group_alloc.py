@@ -7,8 +7,8 @@ that member's Binding is posted. The later members find their claims allocated a
 bind. If any claim of any member cannot be allocated or written, everything written for the group is reverted
 (allocate_bind.py), so a group never holds the devices of some members' claims and not the others'.
 
-The members are found in ClusterState alone (the pods of the namespace whose request names the group and whose
-reservation is live), so this needs nothing from the groups module but its reservations.
+The members are found in ClusterState alone (the group's live reservations in the ledger and its member
+index), so this needs nothing from the groups plugin but its reservations.
 """
 
 from __future__ import annotations
@@ -31,20 +31,18 @@ class Sibling:
 
 
 def siblings(state: ClusterState, uid: str) -> list[Sibling]:
-    """The other members of the pod's group that hold a live reservation (assumed, not bound), by name."""
+    """The other members of the pod's group that hold a live reservation (assumed, the Binding not made yet)."""
     with state.lock:
-        req = state.request_for(uid)
-        if req is None or not req.group:
+        own = state.booking(uid)
+        if own is None or own.group is None:
             return []
+        members = state.group_members(own.group)
         out = []
-        for other, b in sorted(state.assumed().items()):
-            if other == uid or b.confirmed or b.unsettled:
+        for other, p in state.group_bookings(own.group).live.items():
+            entry = members.get(other)
+            if other == uid or entry is None or entry.node:
                 continue
-            r = state.request_for(other)
-            entry = state.pod(other)
-            if r is None or r.group != req.group or r.namespace != req.namespace or (entry and entry.node):
-                continue
-            out.append(Sibling(other, r.namespace, r.name, b.placement))
+            out.append(Sibling(other, entry.namespace, entry.name, p))
         return out
 
 

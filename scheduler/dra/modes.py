@@ -13,10 +13,10 @@ from scheduler.dra.demand import claim_refs, uses_claims
 from scheduler.dra.routing import Routing
 from scheduler.dra.slices import DRIVER
 from scheduler.dra.state import DraState
-from scheduler.podspec import PodRequest
 from scheduler.state.binder import BindResult
 from scheduler.state.cluster import ClusterState, StateView
 from scheduler.state.kubeapi import KubeApi
+from scheduler.translate.pod import PodRequest
 
 
 class ClaimVeto:

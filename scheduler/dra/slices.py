@@ -19,7 +19,7 @@ from typing import Any
 
 from binpack import Gpu, MigInstance, MigMode, MigSlot, lookup
 from binpack.topology import PHB, SYS
-from scheduler.quantity import bytes_to_mib, to_int
+from scheduler.translate.quantity import bytes_to_mib, to_int
 
 DRIVER = "gpu.nvidia.com"
 PCIE_ROOT = "resource.kubernetes.io/pcieRoot"

@@ -25,10 +25,10 @@ from scheduler.dra.demand import claim_refs, claims_demand
 from scheduler.dra.nvlink import nvlink_by_uuid
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
 from scheduler.logfmt import about
-from scheduler.podspec import InvalidPod, PodRequest, read_pod
-from scheduler.state.cluster import TERMINAL, ClusterState, PodEntry
+from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking
+from scheduler.translate.pod import PodRequest
 
 log = logging.getLogger("gpupack.dra")
 SLICES, CLAIMS = "resourceslices", "resourceclaims"
@@ -57,9 +57,10 @@ class DraState:
         self._said: set[tuple[str, str, str]] = set()  # (object uid, resourceVersion, message) already logged
         self._demands: OrderedDict[tuple[str, str, tuple[str, ...]], PodRequest] = OrderedDict()
         self._request_cache = request_cache
-        # pending pods naming claims, as the watch last showed them: a claim that arrives after its pod (a relist
-        # lists pods first; the resourceclaim controller makes claims after the pod) re-translates them
-        self._waiting: dict[str, Obj] = {}
+        # pod uid -> (the pod or its claims view, its request before translation), for every pod translated: a
+        # claim that arrives after its pod (a relist lists pods first; the resourceclaim controller makes claims
+        # after the pod) re-translates the pending ones; bounded, and bound or deleted pods leave at once
+        self._waiting: OrderedDict[str, tuple[Obj, PodRequest]] = OrderedDict()
 
     def install(self) -> None:
         """Feed slice and claim events through the state's queue; translate claim pods at the edge."""
@@ -71,7 +72,6 @@ class DraState:
         st.node_hook = self._node
         st.translate = self.translate
         st.claimed_by = self.claimed_by
-        st.pod_listeners.append(self._on_pod)
 
     # -- nodes and slices -------------------------------------------------------------------------------
     def is_dra_node(self, name: str) -> bool:
@@ -192,33 +192,24 @@ class DraState:
             self._put_claim(what.obj)
         self._retranslate(what.obj)
 
-    def _on_pod(self, uid: str, entry: PodEntry | None, obj: Obj | None) -> None:
-        refs = claim_refs(obj) if obj is not None else None
-        if obj is not None and refs is not None and entry is not None and not entry.node and \
-                entry.phase not in TERMINAL and (refs.names or refs.pending):
-            self._waiting[uid] = obj
-        else:
-            self._waiting.pop(uid, None)
-
     def _retranslate(self, claim: Obj | None) -> None:
-        """Pending pods using this claim (None: any claim) ask what their claims ask now; pod groups see it."""
+        """Pending pods using this claim (None: any claim) ask what their claims ask now: the watch's entry, and
+        so pod groups' members, follow (ClusterState.replace_request)."""
         meta = _meta(claim) if claim is not None else {}
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         owners = {str(o.get("uid")) for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)}
-        for uid, obj in list(self._waiting.items()):
+        for uid, (obj, base) in list(self._waiting.items()):
             entry = self.state.pod(uid)
-            if entry is None or entry.request is None:
-                continue
+            if entry is None or entry.node:
+                if entry is not None:  # bound: its claims are bookings now, not its demand
+                    del self._waiting[uid]
+                continue  # not seen by the watch yet (filter came first): its pod event translates it
             if claim is not None and uid not in owners and \
                     not any((entry.namespace, n) == key for n in claim_refs(obj).names):
                 continue
-            try:
-                base = read_pod(obj)
-            except InvalidPod:
-                continue
-            req = self.translate(obj, base)
+            req = self._translate(obj, base, self._claim_names(obj, base))
             if req != entry.request:
-                self.state.replace_request(uid, req, obj)
+                self.state.replace_request(uid, req)
 
     def adopt(self, obj: Obj) -> None:
         """A claim read at bind, newer than the watch may have brought yet: the truth from now on."""
@@ -346,10 +337,17 @@ class DraState:
         if not refs.names and not refs.pending:
             return req
         with self.state.lock:
-            # without DynamicResources (allocate mode) nothing waits for the pod's status to name the claims the
-            # resourceclaim controller made from its templates: they are found by owner and pod claim name
-            made = tuple(self.generated_claim(req.namespace, req.uid, p) for p in refs.pending)
-            return self._translate(pod, req, (*refs.names, *made))
+            self._waiting[req.uid] = (pod, req)
+            self._waiting.move_to_end(req.uid)
+            if len(self._waiting) > self._request_cache:
+                self._waiting.popitem(last=False)
+            return self._translate(pod, req, self._claim_names(pod, req))
+
+    def _claim_names(self, pod: Obj, req: PodRequest) -> tuple[str, ...]:
+        """The pod's claims by name; without DynamicResources (allocate mode) nothing waits for the pod's status
+        to name those the resourceclaim controller made from its templates: found by owner and pod claim name."""
+        refs = claim_refs(pod)
+        return (*refs.names, *(self.generated_claim(req.namespace, req.uid, p) for p in refs.pending))
 
     def _translate(self, pod: Obj, req: PodRequest, names: tuple[str, ...]) -> PodRequest:
         ns = req.namespace

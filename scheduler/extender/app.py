@@ -27,6 +27,7 @@ from scheduler.state.cluster import ClusterState
 from scheduler.state.dra_memapi import DraMemoryApi
 from scheduler.state.dra_standalone import load_dra_objects
 from scheduler.state.kubeapi import DraApi, KubeApi, KubernetesApi
+from scheduler.state.plugin import Plugins
 from scheduler.state.standalone import demo_objects, load_cluster
 from scheduler.state.watch import DRA_SOURCES, Watcher, WatchSettings
 
@@ -66,11 +67,12 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc(),
                       optional=DRA_SOURCES if dra is not None else None)
-    engine = Engine()
+    groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups)
+    plugins = Plugins(groups)  # called at filter, preempt and bind (scheduler/state/plugin.py)
+    engine = Engine(plugins=plugins, keep=settings.shortlist)
+    binder.plugins = plugins
     if dra is not None and settings.dra_mode == "allocate":
         engine.veto = ClaimVeto(state, dra, routing)
-    groups = PodGroups(state, metrics.registry)  # pod groups: all or nothing (scheduler/groups.py)
-    groups.install(engine, binder)
     events = EventRecorder(api, on_result=lambda reason, result: metrics.events.labels(reason, result).inc())
     groups.events, binder.on_failed = events, events.bind_failed  # Events on pods (scheduler/events.py)
 

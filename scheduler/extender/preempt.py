@@ -11,25 +11,16 @@ view, gpupack has no say and the node's victims are answered unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from math import comb
 
-from binpack import Conflict, Demand, Placement, Snapshot, allocate, fit, release, set_foreign
+from binpack import Demand, fit
 from scheduler.extender.wire import Victim
 from scheduler.state.cluster import ClusterState, StateView
+from scheduler.state.holdings import Hold, without
 
 EXHAUSTIVE_BUDGET = 64  # subset checks per node before falling back to greedy pruning
-
-
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    uid: str
-    placement: Placement | None
-    foreign: int
-    priority: int
-    claimed: tuple[Placement, ...] = ()  # devices held through DRA claims reserved for this pod alone
 
 
 def preempt(state: ClusterState, view: StateView, demand: Demand,
@@ -40,7 +31,7 @@ def preempt(state: ClusterState, view: StateView, demand: Demand,
         uids = [v.uid for v in vs]
         if node not in view.snapshot.static.index:
             continue  # gpupack cannot place on a node it does not know, with or without evictions
-        chosen = _node(state, view.snapshot, node, demand, vs)
+        chosen = _node(state, node, demand, vs)
         if chosen is None:
             continue
         keep = [u for u in uids if u in chosen]
@@ -48,52 +39,23 @@ def preempt(state: ClusterState, view: StateView, demand: Demand,
     return out
 
 
-def _holds(state: ClusterState, node: str, vs: Sequence[Victim]) -> tuple[list[_Hold], set[str]]:
-    """Victims that hold devices gpupack counts on this node, and the UIDs of all the others."""
-    holds: list[_Hold] = []
-    others: set[str] = set()
-    for v in vs:
-        b = state.booking(v.uid)
-        entry = state.pod(v.uid)
-        prio = entry.request.priority if entry and entry.request else _priority(v)
-        if b is not None and b.node == node and v.uid in state.ledger.applied:
-            holds.append(_Hold(v.uid, b.placement, 0, prio))
-        elif entry is not None and entry.active and entry.node == node and entry.foreign:
-            holds.append(_Hold(v.uid, None, entry.foreign, prio))
-        elif claimed := [p for p in (state.claimed_by(v.uid) if state.claimed_by else ()) if p.node == node]:
-            holds.append(_Hold(v.uid, None, 0, prio, tuple(claimed)))  # evicted, its claims are deallocated
-        else:
-            others.add(v.uid)
-    return holds, others
-
-
 def _priority(v: Victim) -> int:
     p = ((v.pod or {}).get("spec") or {}).get("priority")
     return p if isinstance(p, int) else 0
 
 
-def _node(state: ClusterState, snap: Snapshot, node: str, demand: Demand, vs: Sequence[Victim]) -> set[str] | None:
-    with state.lock:
-        holds, others = _holds(state, node, vs)
-        base = Snapshot.build([snap.node(node)])
-        for b in state.ledger.on_node(node):
-            try:
-                base = allocate(base, b.placement)
-            except Conflict:  # cannot happen for applied bookings; never let it abort preemption
-                continue
-        foreign = state.ledger.foreign.get(node, 0)
-    if foreign:
-        base = set_foreign(base, node, foreign)
+def _node(state: ClusterState, node: str, demand: Demand, vs: Sequence[Victim]) -> set[str] | None:
+    with state.atomic():  # the node and who holds what on it, read at one time
+        holdings = state.holdings(node)
+        holds, others = state.holds(node, [v.uid for v in vs])
+    if holdings is None:
+        return None
+    sent = {v.uid: _priority(v) for v in vs}  # the priority kube-scheduler sent, for pods the watch has not shown
+    holds = [h if h.priority is not None else Hold(h.uid, h.placement, h.foreign, sent[h.uid], h.claimed)
+             for h in holds]
 
-    def fits(subset: Sequence[_Hold]) -> bool:
-        s = base
-        freed = sum(h.foreign for h in subset)
-        for h in subset:
-            for p in (h.placement, *h.claimed):
-                if p is not None:
-                    s = release(s, p)
-        if freed:
-            s = set_foreign(s, node, max(foreign - freed, 0))
+    def fits(subset: Sequence[Hold]) -> bool:
+        s = without(holdings.snapshot, node, subset, holdings.foreign)
         return bool(fit(s, demand).fits[0])
 
     if fits([]):
@@ -103,10 +65,9 @@ def _node(state: ClusterState, snap: Snapshot, node: str, demand: Demand, vs: Se
     return {h.uid for h in _smallest(holds, fits)} | others
 
 
-def _smallest(holds: list[_Hold], fits: object) -> list[_Hold]:
+def _smallest(holds: list[Hold], fits: Callable[[Sequence[Hold]], bool]) -> list[Hold]:
     """The fewest victims that make the pod fit (exhaustive while cheap, else greedy), lowest priority first."""
-    assert callable(fits)
-    order = sorted(holds, key=lambda h: h.priority)
+    order = sorted(holds, key=lambda h: h.priority or 0)
     n = len(order)
     checks = 0
     for k in range(1, n + 1):

@@ -25,9 +25,9 @@ from scheduler.extender import wire
 from scheduler.extender.metrics import Metrics
 from scheduler.extender.preempt import preempt
 from scheduler.extender.verdicts import PREFIX, Engine
-from scheduler.podspec import InvalidPod, PodRequest, PodShape
 from scheduler.state.binder import Binder
 from scheduler.state.cluster import ClusterState
+from scheduler.translate.pod import InvalidPod, PodRequest, PodShape
 
 log = logging.getLogger("gpupack.extender")
 JSON = "application/json"
@@ -180,10 +180,9 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
             return _json(wire.preemption_result({}))  # a pod no node can take: evicting helps nowhere
         if not req.managed or not view.ready:
             return _json(wire.preemption_result(echo))  # gpupack has no say: leave the proposal as it is
-        for hook in engine.preempt_hooks:  # a pod group member: room is freed for the whole group or not at all
-            got = hook(req, view, args.victims)
-            if got is not None:
-                return _json(wire.preemption_result(got))
+        got = engine.plugins.preempt(req, view, args.victims)  # a pod group member: room for the whole group
+        if got is not None:  # or nothing evicted
+            return _json(wire.preemption_result(got))
         return _json(wire.preemption_result(preempt(state, view, req.demand, args.victims)))
 
     @router.get("/healthz")

@@ -22,30 +22,15 @@ import numpy as np
 from binpack import Demand, FitResult, Reason, fit, score
 from binpack.score import MAX_SCORE, integer_scores
 from scheduler.extender import wire
-from scheduler.podspec import PodRequest
+from scheduler.extender.shortlist import shortlist
 from scheduler.state.cluster import StateView
+from scheduler.state.plugin import Pin, Plugins
+from scheduler.translate.pod import PodRequest
 
 PREFIX = "gpupack: "
 UNKNOWN = PREFIX + "unknown to gpupack (no inventory yet)"
 NEUTRAL = MAX_SCORE // 2
 
-
-
-@dataclass(frozen=True, slots=True)
-class Pin:
-    """A hook's answer that only `node` may take the pod (the node a pod group's plan reserved for it)."""
-
-    node: str
-    elsewhere: str  # the reason given for every other node
-
-
-# A hook may hold a pod back before any node is looked at (a reason: a pod group not complete yet) or
-# pin it to one node; it sees the request's node names. Hooks are consulted for pods of a pod group only,
-# so other pods keep the answer cache.
-FilterHook = Callable[[PodRequest, StateView, Sequence[str]], str | Pin | None]
-# A hook may answer preempt for a pod instead of the per-node check (None: not its business).
-PreemptHook = Callable[[PodRequest, StateView, dict[str, tuple[list[wire.Victim], int]]],
-                       dict[str, tuple[list[str], int]] | None]
 
 
 class NodeVeto(Protocol):
@@ -143,7 +128,10 @@ class Names:
 class Engine:
     """The verbs' arithmetic, with the fit, score and node-list caches."""
 
-    def __init__(self, cache_size: int = 256) -> None:
+    def __init__(self, cache_size: int = 256, plugins: Plugins | None = None, keep: int = 0) -> None:
+        # filter passes at most this many best nodes (ties kept) to pods without soft preferences of
+        # their own; 0 passes every fitting node (scheduler/extender/shortlist.py)
+        self.keep = keep
         self._fits = _Lru(cache_size)
         self._fit_gen = -1  # the newest snapshot generation fitted
         self._scores = _Lru(cache_size)
@@ -156,8 +144,9 @@ class Engine:
         # (node list, demand, generation) -> filter answer bytes, rejections...; at most 64 MiB of answers
         self._answers = _Lru(64, lambda v: len(v[0]), 64 * 2**20)
         self._lock = threading.Lock()
-        self.hooks: list[FilterHook] = []
-        self.preempt_hooks: list[PreemptHook] = []
+        # plugins (pod groups) may hold a pod back before any node is looked at, or pin it to one node; only
+        # for the pods they claim, so other pods keep the answer cache (scheduler/state/plugin.py)
+        self.plugins = plugins or Plugins()
         self.veto: NodeVeto | None = None
 
     def fit(self, view: StateView, demand: Demand) -> FitResult:
@@ -227,10 +216,10 @@ class Engine:
         """The ExtenderFilterResult and the rejections by reason. In NodeNames mode the answer is the
         same for every pod with the same demand, node list and snapshot, so it is made once."""
         key = None
-        held = req is not None and bool(req.group and self.hooks)  # hooks may answer differently per pod
+        held = req is not None and self.plugins.applies(req)  # a plugin may answer differently per pod
         held = held or (req is not None and self.veto is not None and self.veto.applies(req))
         if args.items is None and req is not None and req.managed and not view.invalid and not held:
-            key = (table, req.demand, view.snapshot.generation)
+            key = (table, req.demand, req.soft, view.snapshot.generation)
             with self._lock:
                 hit = self._answers.get(key)
             if hit is not None:
@@ -250,10 +239,23 @@ class Engine:
         out = self._filter(view, req, invalid, table)
         if req is not None and self.veto is not None and out.passed and self.veto.applies(req):
             _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
+        if req is not None and self.keep > 0 and req.managed and not req.soft and len(out.passed) > self.keep:
+            self._shortlist(view, req, table, out)
         if req is not None and req.uid and out.passed_names is not None:
             with self._lock:
                 self._passed.put(req.uid, (table, np.asarray(out.passed, np.int64), out.passed_names))
         return out
+
+    def _shortlist(self, view: StateView, req: PodRequest, table: Names, out: FilterOutcome) -> None:
+        """Keep only the best `keep` passed nodes (and their ties); the rest leave the answer unnamed."""
+        rows = table.rows[np.asarray(out.passed, np.int64)]
+        if (rows < 0).any():  # a node that passed without being in the snapshot: pinned or unmanaged
+            return
+        best = shortlist(self.values(view, req.demand)[rows], self.keep).tolist()
+        out.passed = [out.passed[i] for i in best]
+        if out.passed_names is not None:
+            names = out.passed_names
+            out.passed_names = [names[i] for i in best]
 
     def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         names = table.names
@@ -262,12 +264,11 @@ class Engine:
             return FilterOutcome([], [], {}, dict.fromkeys(names, msg), {"invalid_pod": len(names)})
         if not req.managed:
             return FilterOutcome(list(range(len(names))), list(names))
-        for hook in self.hooks if req.group else ():
-            held = hook(req, view, names)
-            if isinstance(held, Pin):
-                return _pinned(names, held)
-            if held:
-                return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
+        held = self.plugins.filter(req, view, names)  # None unless a plugin claims the pod
+        if isinstance(held, Pin):
+            return _pinned(names, held)
+        if held:
+            return FilterOutcome([], [], dict.fromkeys(names, PREFIX + held), {}, {"held": len(names)})
         rows = table.rows
         verdict = self.fit(view, req.demand)
         out = FilterOutcome([])

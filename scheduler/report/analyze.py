@@ -21,9 +21,9 @@ from binpack.catalog import FULL_MILLI, lookup
 from binpack.frag import current
 from binpack.snapshot import Static
 from binpack.types import MigMode
-from scheduler.podspec import InvalidPod, PodRequest, read_pod
 from scheduler.report.dump import Dump, Obj
 from scheduler.state.cluster import TERMINAL, ClusterState, StateView
+from scheduler.translate.pod import InvalidPod, PodRequest, read_pod
 
 
 @dataclass(frozen=True)

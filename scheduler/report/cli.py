@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from scheduler.podspec import InvalidPod
 from scheduler.report.dump import Dump, DumpError, from_kubeconfig, load
+from scheduler.translate.pod import InvalidPod
 
 FromFile = Annotated[Path | None, typer.Option("--from", help="`kubectl get nodes,pods -A -o json` output")]
 Kubeconfig = Annotated[Path | None, typer.Option(help="list the cluster live (read-only: list nodes and pods)")]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from binpack import Placement, fit, place, release, score, set_foreign
-from scheduler.podspec import read_pod
 from scheduler.report.analyze import Picture, describe
 from scheduler.report.dump import DumpError, Obj
+from scheduler.translate.pod import read_pod
 
 
 @dataclass(frozen=True)

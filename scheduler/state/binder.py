@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from binpack import Conflict, Placement, fit, place
-from scheduler.devices import DEVICES, annotations_for
-from scheduler.podspec import PodRequest
+from binpack import Conflict, fit, place
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import ApiError, KubeApi, Obj
 from scheduler.state.ledger import Booking
+from scheduler.state.locks import NODE, ordered
+from scheduler.state.plugin import Plugins
+from scheduler.translate.devices import DEVICES, annotations_for
 
 log = logging.getLogger("gpupack.bind")
 
@@ -49,15 +50,19 @@ class Binder:
         self.on_result = on_result
         self.hook = hook  # test seam: called with the step name before each API call
         self.on_failed: Callable[[str, str, str, str, str], None] | None = None  # (ns, name, uid, node, error)
-        # under the node and state locks: the devices reserved for the pod (a pod group's plan), a refusal, or None
-        self.reservation: Callable[[str, PodRequest, str], Placement | str | None] | None = None
+        # asked under the node and state locks (`reserve`): the devices reserved for the pod (a pod group's
+        # plan), a refusal, or None; registered once by the app (scheduler/extender/app.py)
+        self.plugins = Plugins()
         self._node_locks: dict[str, threading.Lock] = {}
         self._inflight: set[str] = set()
         self._guard = threading.Lock()
 
     def _node_lock(self, node: str) -> threading.Lock:
         with self._guard:
-            return self._node_locks.setdefault(node, threading.Lock())
+            lock = self._node_locks.get(node)
+            if lock is None:
+                lock = self._node_locks[node] = ordered(NODE, threading.Lock())
+            return lock
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> BindResult:
         with self._guard:
@@ -105,7 +110,7 @@ class Binder:
             snap = view.snapshot
             if node not in snap.static.index:
                 return f"gpupack: node {node} is unknown to gpupack (no inventory yet)", "failed"
-            held = self.reservation(uid, req, node) if self.reservation is not None else None
+            held = self.plugins.reserve(uid, req, node)
             if isinstance(held, str):
                 return held, "conflict"
             p = held or place(snap, req.demand, node, view.mix)  # reserved devices are already booked

@@ -1,13 +1,17 @@
 """ClusterState: what gpupack knows of the cluster, fed by list/watch and read by the verbs.
 
-Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/inventory.py); pods
-become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/devices.py) or
+Nodes become binpack Nodes (inventory annotation or GFD labels, scheduler/translate/inventory.py); pods
+become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/translate/devices.py) or
 foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
 by the watcher threads and applied in order under one lock; every verb drains the queue first, so
 filter never answers from a state older than the events gpupack has received. DRA (scheduler/dra)
 plugs in through `handlers` (more kinds), `node_hook`, `translate` and `claimed_by`. Node heartbeats that
 change nothing gpupack reads are skipped before parsing. The workload mix is learned from every
 pod seen, once per pod UID.
+
+The one gate: no module outside scheduler/state touches the ledger, the lock or the pods; they ask these
+methods (`holds`, `holdings`, `reserve_all`, `group_bookings`, `release_group`, `renew`, `atomic`...). The lock
+is made by state/locks.py, which holds the lock order.
 """
 
 from __future__ import annotations
@@ -15,39 +19,23 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from binpack import DemandKind, Mix, MixLearner, Node, Placement, Snapshot
-from scheduler.devices import InvalidDevices, placement_from
-from scheduler.inventory import INVENTORY, InvalidInventory, node_from_k8s
-from scheduler.podspec import GPU, InvalidPod, PodRequest, PodShape, read_pod
-from scheduler.quantity import to_int
+from binpack import Conflict, DemandKind, Mix, MixLearner, Node, Placement, Snapshot, allocate, set_foreign
+from scheduler.state.group_state import PodGroupState
+from scheduler.state.holdings import Hold, NodeHoldings
 from scheduler.state.kubeapi import Obj, WatchEvent
 from scheduler.state.ledger import Booking, Ledger
-
-TERMINAL = ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True, slots=True)
-class PodEntry:
-    """A pod as the ledger needs it."""
-
-    uid: str
-    namespace: str
-    name: str
-    node: str
-    phase: str
-    request: PodRequest | None
-    placement: Placement | None
-    foreign: int  # whole GPUs held without a gpupack record
-
-    @property
-    def active(self) -> bool:
-        return bool(self.node) and self.phase not in TERMINAL
+from scheduler.state.locks import STATE, ordered
+from scheduler.state.parsed import MAX_ERROR, TERMINAL, Parsed, PodEntry, node_key, pod_claims_view
+from scheduler.translate.devices import InvalidDevices, placement_from
+from scheduler.translate.inventory import InvalidInventory, node_from_k8s
+from scheduler.translate.pod import InvalidPod, PodRequest, PodShape, read_pod, whole_gpus_held
 
 
 @dataclass(frozen=True)
@@ -60,79 +48,22 @@ class StateView:
     ready: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """What the verbs need of a pod they were sent, and nothing more: a raw pod may carry 256 KiB of
-    annotations, so 4,096 of them could take a gigabyte. Each entry is small and bounded."""
-
-    rv: str
-    request: PodRequest | None
-    error: str  # at most MAX_ERROR characters
-    created: str  # metadata.creationTimestamp (pod groups order by it)
-    claims: Obj | None = None  # DRA: the few fields that name the pod's claims (_claims_view), else None
-
-
-MAX_ERROR = 1024
-_MAX_CLAIM_REFS = 128  # a pod names a handful of claims; more is not a real pod
-
-
-def _claims_view(pod: Obj) -> Obj | None:
-    """What DRA's translate reads of a pod (claim names, its resourceVersion), bounded; None when the pod
-    names no claim, so ordinary pods keep nothing of their raw body."""
-    spec: Obj = pod["spec"] if isinstance(pod.get("spec"), dict) else {}
-    status: Obj = pod["status"] if isinstance(pod.get("status"), dict) else {}
-    refs = spec.get("resourceClaims")
-    ext = status.get("extendedResourceClaimStatus")
-    if not refs and not ext:
-        return None
-    meta: Obj = pod["metadata"] if isinstance(pod.get("metadata"), dict) else {}
-    return {"metadata": {"resourceVersion": str(meta.get("resourceVersion") or "")[:64]},
-            "spec": {"resourceClaims": list(refs or [])[:_MAX_CLAIM_REFS],
-                     # DRA allocate mode routes a pod by its profile (scheduler/dra/routing.py)
-                     "schedulerName": str(spec.get("schedulerName") or "")[:253]},
-            "status": {"resourceClaimStatuses": list(status.get("resourceClaimStatuses") or [])[:_MAX_CLAIM_REFS],
-                       "extendedResourceClaimStatus": ext if isinstance(ext, dict) else {}}}
 RAW_CACHE_BYTES = 64 * 2**20  # demo mode's raw pods (bind adopts them), bounded by their JSON size
 
 
-def _whole_gpus(pod: Obj) -> int:
-    """nvidia.com/gpu held by a pod, read leniently (for pods gpupack did not place)."""
-    total = 0
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        res = (c.get("resources") or {}) if isinstance(c, dict) else {}
-        val = (res.get("limits") or {}).get(GPU, (res.get("requests") or {}).get(GPU))
-        try:
-            total += max(to_int(val), 0) if val is not None else 0
-        except ValueError:
-            continue
-    return total
-
-
-def _node_key(obj: Obj) -> tuple[Any, ...]:
-    """Everything node_from_k8s reads, so heartbeats that change none of it are skipped."""
-    meta = obj.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    status = obj.get("status") or {}
-    alloc = status.get("allocatable") or status.get("capacity") or {}
-    return ((meta.get("annotations") or {}).get(INVENTORY),
-            tuple(sorted((k, v) for k, v in labels.items() if k.startswith("nvidia.com/"))),
-            tuple(sorted(alloc.items())))
-
-
-class ClusterState:
+class ClusterState(PodGroupState):
     """Nodes, pods, the ledger and the learned mix, behind one lock."""
 
     def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  mix_refresh_s: float = 2.0, request_cache: int = 4096, keep_raw: bool = False,
                  raw_cache_bytes: int = RAW_CACHE_BYTES) -> None:
-        self.lock = threading.RLock()
+        self.lock = ordered(STATE, threading.RLock())  # scheduler/dra still takes it directly
         self.clock = clock
         self.assume_ttl_s = assume_ttl_s
         self.ledger = Ledger()
         self.synced = {"nodes": False, "pods": False}
         self.on_event_lag: Callable[[float], None] | None = None
-        # told of every pod change the watch brings (uid, entry or None when gone, object), under the lock
-        self.pod_listeners: list[Callable[[str, PodEntry | None, Obj | None], None]] = []
+        self._init_groups()
         # further kinds (DRA's resourceslices, resourceclaims: scheduler/dra) applied from the same queue
         self.handlers: dict[str, Callable[[WatchEvent | list[Obj]], None]] = {}
         self.node_hook: Callable[[Node], Node] | None = None  # the ledger's node from the parsed one (DRA slices)
@@ -147,7 +78,7 @@ class ClusterState:
         self._mix = self._learner.mix()
         self._mix_at = -1e18
         self._mix_refresh_s = mix_refresh_s
-        self._requests: OrderedDict[str, _Parsed] = OrderedDict()
+        self._requests: OrderedDict[str, Parsed] = OrderedDict()
         self._request_cache = request_cache
         # the raw pods the verbs were sent, only where bind must adopt them (demo and standalone mode,
         # where no API server holds them), bounded by their JSON size
@@ -210,7 +141,7 @@ class ClusterState:
 
     def _put_node(self, obj: Obj) -> None:
         name = str((obj.get("metadata") or {}).get("name") or "")
-        key = _node_key(obj)
+        key = node_key(obj)
         if not name or self._node_keys.get(name) == key:
             return
         self._node_keys[name] = key
@@ -246,14 +177,15 @@ class ClusterState:
         foreign = 0
         if placement is None and not (obj.get("status") or {}).get("extendedResourceClaimStatus"):
             # (a pod whose nvidia.com/gpu a DRA claim serves holds that claim's devices, booked by scheduler/dra)
-            foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else _whole_gpus(obj)
+            foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else whole_gpus_held(obj)
         if req is not None and self.translate is not None and not node and spec.get("resourceClaims"):
             # a pending claim pod asks what its claims ask (scheduler/dra): pod groups plan members with it
             req = self.translate(obj, req)
         if req is not None and req.managed:
             self._observe(uid, req)
         return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
-                        str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign)
+                        str((obj.get("status") or {}).get("phase") or ""), req, placement, foreign,
+                        str(meta.get("creationTimestamp") or ""))
 
     def _set_pod(self, uid: str, new: PodEntry | None, obj: Obj | None = None) -> None:
         old = self._pods.pop(uid, None)
@@ -269,16 +201,15 @@ class ClusterState:
             self.ledger.put(Booking(uid, new.placement, demand))
         elif cur is not None and (new is None or new.node or new.phase in TERMINAL or not cur.assumed):
             # deleted, finished, bound without our record, or a stale record: its devices are free
-            self.ledger.drop(uid)
-        for listen in self.pod_listeners:
-            listen(uid, new, obj)
+            self.ledger.drop(uid, bound=new is not None and new.active)
+        self._index_member(uid, new)
 
-    def replace_request(self, uid: str, req: PodRequest, obj: Obj) -> None:
-        """A pending pod's request changed without a pod event (scheduler/dra: its claims arrived): the listeners
-        (pod groups) see it. Under the state's lock, from its event queue."""
+    def replace_request(self, uid: str, req: PodRequest) -> None:
+        """A pending pod's request changed without a pod event (scheduler/dra: its claims arrived): its entry,
+        and pod groups' index of it, follow. Under the state's lock, from its event queue."""
         old = self._pods.get(uid)
         if old is not None and not old.node:
-            self._set_pod(uid, replace(old, request=req), obj)
+            self._set_pod(uid, replace(old, request=req))
 
     def _observe(self, uid: str, req: PodRequest) -> None:
         if uid in self._observed:
@@ -287,6 +218,10 @@ class ClusterState:
         if len(self._observed) > 200_000:
             self._observed.popitem(last=False)
         self._learner.observe(req.demand)
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        """Hold the state still across several calls (re-entrant; the lock order is in state/locks.py)."""
+        return self.lock
 
     # -- the request side -------------------------------------------------------------------------------
     @property
@@ -317,11 +252,11 @@ class ClusterState:
             else:
                 created = str(meta.get("creationTimestamp") or "")[:64]
                 try:
-                    hit = _Parsed(rv, read_pod(pod), "", created, _claims_view(pod))
+                    hit = Parsed(rv, read_pod(pod), "", created, pod_claims_view(pod))
                 except PodShape:
                     raise  # not a pod at all: a bad request (400) that leaves no trace here
                 except InvalidPod as e:
-                    hit = _Parsed(rv, None, str(e)[:MAX_ERROR], created)
+                    hit = Parsed(rv, None, str(e)[:MAX_ERROR], created)
                 if uid:
                     self._requests[uid] = hit
                     if len(self._requests) > self._request_cache:
@@ -372,7 +307,7 @@ class ClusterState:
             if hit is not None and hit.claims is not None:
                 return hit.claims
             raw = self._raw.get(uid)
-        return _claims_view(raw[0]) if raw is not None else None
+        return pod_claims_view(raw[0]) if raw is not None else None
 
     def raw_pod(self, uid: str) -> Obj | None:
         """The pod object a verb was last sent for this UID (kept with keep_raw: demo mode binds it
@@ -454,3 +389,41 @@ class ClusterState:
     def pods_on(self, node: str) -> list[PodEntry]:
         with self.lock:
             return [p for p in self._pods.values() if p.node == node and p.active]
+
+    # -- what pods hold (preempt) ------------------------------------------------------------------------
+    def holds(self, node: str, uids: Iterable[str]) -> tuple[list[Hold], set[str]]:
+        """Of these pods, those holding devices gpupack counts on `node` (state/holdings.py), and the UIDs of
+        the others (proposed as victims for what only kube-scheduler sees: CPU, memory, pod count)."""
+        holds: list[Hold] = []
+        others: set[str] = set()
+        with self.lock:
+            self.ledger.snapshot()  # `applied` is current only with the snapshot
+            for uid in uids:
+                b = self.ledger.get(uid)
+                entry = self._pods.get(uid)
+                prio = entry.request.priority if entry is not None and entry.request is not None else None
+                if b is not None and b.node == node and uid in self.ledger.applied:
+                    holds.append(Hold(uid, b.placement, 0, prio))
+                elif entry is not None and entry.active and entry.node == node and entry.foreign:
+                    holds.append(Hold(uid, None, entry.foreign, prio))
+                elif claimed := [p for p in (self.claimed_by(uid) if self.claimed_by else ()) if p.node == node]:
+                    holds.append(Hold(uid, None, 0, prio, tuple(claimed)))  # evicted, its claims are deallocated
+                else:
+                    others.add(uid)
+        return holds, others
+
+    def holdings(self, node: str) -> NodeHoldings | None:
+        """The node on its own: a one-node snapshot with the bookings and foreign GPUs the ledger has there, so a
+        preempt check costs one node's fit, not the cluster's; None for a node the ledger does not have."""
+        with self.lock:
+            inv = self.ledger.nodes.get(node)
+            if inv is None:
+                return None
+            base = Snapshot.build([inv])
+            for b in self.ledger.on_node(node):
+                try:
+                    base = allocate(base, b.placement)
+                except Conflict:  # cannot happen for applied bookings; never let it abort preemption
+                    continue
+            foreign = self.ledger.foreign.get(node, 0)
+        return NodeHoldings(set_foreign(base, node, foreign) if foreign else base, foreign)

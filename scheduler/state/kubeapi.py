@@ -2,7 +2,7 @@
 
 Only this module (and memapi.py, its in-memory twin) talks to an API server. Objects travel as
 plain camelCase dicts parsed with orjson (`_preload_content=False` everywhere), never as the
-client's models: they are what scheduler/podspec.py and inventory.py read, and far cheaper.
+client's models: they are what scheduler/translate/pod.py and inventory.py read, and far cheaper.
 Every call carries a timeout, so nothing here can hang the extender.
 """
 

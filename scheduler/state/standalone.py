@@ -23,8 +23,8 @@ import yaml
 from binpack import Gpu, MigInstance, MigMode, Node
 from binpack.demo import demo_nodes
 from binpack.topology import dgx1_v100, nvswitch, pcie_only
-from scheduler.inventory import INVENTORY, encode_inventory
 from scheduler.state.kubeapi import Obj
+from scheduler.translate.inventory import INVENTORY, encode_inventory
 
 
 class InvalidCluster(ValueError):
@@ -86,7 +86,7 @@ def _node(entry: Any, where: str) -> Obj:
         gpus = tuple(Gpu(i, model, int(entry.get("memoryMiB", 0)), f"GPU-{name}-{i}",
                          *mig.get(i, (MigMode.NONE, ()))) for i in range(count))
         nv, pc = _links(str(entry.get("nvlink", "none")), count)
-        from scheduler.quantity import bytes_to_mib, to_milli
+        from scheduler.translate.quantity import bytes_to_mib, to_milli
 
         node = Node(name, gpus, to_milli(entry.get("cpu", "64")), bytes_to_mib(entry.get("memory", "512Gi")), nv, pc)
     except (KeyError, TypeError, ValueError) as e:

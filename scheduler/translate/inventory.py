@@ -23,8 +23,8 @@ import orjson
 
 from binpack import Gpu, MigInstance, MigMode, Node, lookup
 from binpack.types import MAX_GPUS_PER_NODE
-from scheduler.podspec import mig_profile_of
-from scheduler.quantity import bytes_to_mib, to_int, to_milli
+from scheduler.translate.pod import mig_profile_of
+from scheduler.translate.quantity import bytes_to_mib, to_int, to_milli
 
 INVENTORY = "gpupack.io/gpu-inventory"
 SCHEMA_VERSION = 1

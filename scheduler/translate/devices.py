@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from binpack import DemandKind, Gpu, MigSlot, Node, Placement
-from scheduler.podspec import PodRequest
+from scheduler.translate.pod import PodRequest
 
 DEVICES = "gpupack.io/devices"
 _MAX_RECORD = 64 * 1024  # a record for 8 GPUs with MIG is about 2 KiB; anything far larger is not ours

@@ -1,4 +1,4 @@
-"""Prometheus metrics of pod groups (scheduler/groups.py), in the extender's registry.
+"""Prometheus metrics of pod groups (scheduler/groups), in the extender's registry.
 
 Counters of plans by outcome, the planning time, and a gauge of groups waiting or reserved read at scrape
 time (the scrape also closes plans whose members are all bound, so it is registered before the counters).

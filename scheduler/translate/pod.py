@@ -5,7 +5,7 @@ Reads GPU resources (`nvidia.com/gpu`, `nvidia.com/mig-<profile>`, `gpupack.io/g
 annotations of DESIGN.md (gpu-fraction, gpu-memory, gpu-model, topology, pod-group). A pod that
 asks for something gpupack cannot serve raises InvalidPod with a message saying what to write; a body
 that is not a pod's shape at all (containers not a list, a container not an object) raises PodShape,
-which the extender answers with a 400. Every amount is range-checked here (scheduler/quantity.py), so
+which the extender answers with a 400. Every amount is range-checked here (scheduler/translate/quantity.py), so
 what reaches binpack is always in 0..MAX_AMOUNT.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from binpack import Demand, DemandKind, Topology
 from binpack.catalog import FULL_MILLI, largest_memory_mib, mig_profile_names
 from binpack.types import MAX_AMOUNT
-from scheduler.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
+from scheduler.translate.quantity import bytes_to_mib, parse_quantity, to_int, to_milli
 
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
@@ -67,6 +67,9 @@ class PodRequest:
     group: str = ""
     group_min: int = 0
     priority: int = 0
+    # the pod states soft scheduling preferences of its own (preferred affinity, ScheduleAnyway spread):
+    # kube-scheduler's scores must then see every fitting node (scheduler/extender/shortlist.py)
+    soft: bool = False
 
     @property
     def managed(self) -> bool:
@@ -120,7 +123,18 @@ def gpu_resource_names(res: Mapping[str, Any]) -> list[str]:
     return [k for k in res if k in GPU_RESOURCES or k.startswith(MIG_PREFIX)]
 
 
-def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tuple[ContainerAsk, str]:
+@dataclass(frozen=True, slots=True)
+class GpuKind:
+    """The kind of GPU a container asks for, as binpack names it (`profile` for MIG only)."""
+
+    kind: DemandKind
+    profile: str = ""
+
+    def __str__(self) -> str:  # how messages name it: whole, share, mig:<profile>
+        return f"mig:{self.profile}" if self.kind is DemandKind.MIG else self.kind.value
+
+
+def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tuple[ContainerAsk, GpuKind | None]:
     name = _name(c)
     res = _resources(c)
     where = f"container {name!r}"
@@ -148,12 +162,12 @@ def _container(c: Mapping[str, Any], init: bool, ann: Mapping[str, str]) -> tupl
                          f"(e.g. only {GPU}, or only {MIG_PREFIX}<profile>, or only {MEMORY}/{COMPUTE})")
     if kinds == ["mig"]:
         (profile, n), = migs.items()
-        return ContainerAsk(name, count=n, init=init), f"mig:{profile}"
+        return ContainerAsk(name, count=n, init=init), GpuKind(DemandKind.MIG, profile)
     if kinds == ["whole"]:
-        return ContainerAsk(name, count=whole, init=init), "whole"
+        return ContainerAsk(name, count=whole, init=init), GpuKind(DemandKind.WHOLE)
     if kinds == ["share"]:
-        return ContainerAsk(name, memory_mib=mem, compute_milli=comp, init=init), "share"
-    return ContainerAsk(name, init=init), ""
+        return ContainerAsk(name, memory_mib=mem, compute_milli=comp, init=init), GpuKind(DemandKind.SHARE)
+    return ContainerAsk(name, init=init), None
 
 
 def _annotation_share(ann: Mapping[str, str]) -> tuple[int, int]:
@@ -175,6 +189,21 @@ def _annotation_share(ann: Mapping[str, str]) -> tuple[int, int]:
     return mem, comp
 
 
+def whole_gpus_held(pod: Mapping[str, Any]) -> int:
+    """nvidia.com/gpu held by a pod's containers, read leniently (a pod gpupack did not place is counted, not
+    judged): a container whose resources are malformed counts nothing."""
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    total = 0
+    for c in containers if isinstance(containers, list) else ():
+        try:
+            res = _resources(c) if isinstance(c, Mapping) else {}
+            total += max(to_int(res[GPU]), 0) if GPU in res else 0
+        except (PodShape, ValueError, TypeError):
+            continue
+    return total
+
+
 def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     """The one pod -> PodRequest translation; InvalidPod on a malformed GPU request."""
     if not isinstance(pod, Mapping):
@@ -189,7 +218,7 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
     if not all(isinstance(v, str) for v in ann.values()):
         raise PodShape("pod: metadata.annotations values must be strings")
     asks: list[ContainerAsk] = []
-    kinds: set[str] = set()
+    kinds: set[GpuKind] = set()
     cpu = mem = 0
     init_cpu = init_mem = 0
     for key, init in (("containers", False), ("initContainers", True)):
@@ -205,32 +234,32 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
                 init_cpu, init_mem = max(init_cpu, c_cpu), max(init_mem, c_mem)
             else:
                 cpu, mem = cpu + c_cpu, mem + c_mem
-            if kind:
+            if kind is not None:
                 kinds.add(kind)
                 asks.append(ask)
     if max(cpu, init_cpu) > MAX_AMOUNT or max(mem, init_mem) > MAX_AMOUNT:
         raise InvalidPod(f"pod: its containers ask for more CPU or memory than any node has "
                          f"(at most {MAX_AMOUNT} milli-CPU / MiB)")
     if len(kinds) > 1:
-        raise InvalidPod(f"pod: containers ask for different kinds of GPU ({', '.join(sorted(kinds))}); "
+        raise InvalidPod(f"pod: containers ask for different kinds of GPU ({', '.join(sorted(map(str, kinds)))}); "
                          "a pod asks for one kind")
     a_mem, a_comp = _annotation_share(ann)
     if not kinds and (a_mem or a_comp):
-        kinds.add("share")
+        kinds.add(GpuKind(DemandKind.SHARE))
         first = next(iter(_containers(spec, "containers")), {})
         asks.append(ContainerAsk(_name(first), memory_mib=a_mem, compute_milli=a_comp))
     common = _common(ann, max(cpu, init_cpu), max(mem, init_mem))
-    kind = next(iter(kinds), "")
+    kind = next(iter(kinds), GpuKind(DemandKind.NONE))
     app = [a for a in asks if not a.init]
     inits = [a for a in asks if a.init]
     try:
-        if kind == "whole":
+        if kind.kind is DemandKind.WHOLE:
             n = max(sum(a.count for a in app), max((a.count for a in inits), default=0))
             demand = Demand.whole(n, **common)
-        elif kind.startswith("mig:"):
+        elif kind.kind is DemandKind.MIG:
             n = max(sum(a.count for a in app), max((a.count for a in inits), default=0))
-            demand = Demand.mig(kind[4:], n, **{k: v for k, v in common.items() if k != "topology"})
-        elif kind == "share":
+            demand = Demand.mig(kind.profile, n, **{k: v for k, v in common.items() if k != "topology"})
+        elif kind.kind is DemandKind.SHARE:
             m = sum(a.memory_mib for a in asks) or a_mem
             comp = sum(a.compute_milli for a in asks) or a_comp
             if comp > FULL_MILLI:
@@ -253,7 +282,25 @@ def read_pod(pod: Mapping[str, Any]) -> PodRequest:
         demand=demand, containers=tuple(asks), group=group, group_min=group_min,
         # an int32 in Kubernetes; anything else is read as the default, never an unbounded number
         priority=prio if isinstance(prio, int) and not isinstance(prio, bool) and -2**31 <= prio < 2**31 else 0,
+        soft=_soft(spec),
     )
+
+
+def _soft(spec: Mapping[str, Any]) -> bool:
+    """Whether the pod states a soft scheduling preference that kube-scheduler's score plugins weigh:
+    a preferred node affinity, a preferred pod affinity or anti-affinity, or a topology spread constraint
+    with whenUnsatisfiable ScheduleAnyway. Anything unreadable counts as a preference (the safe side)."""
+    affinity = _or_empty(spec.get("affinity"))
+    if not isinstance(affinity, Mapping):
+        return True
+    for kind in ("nodeAffinity", "podAffinity", "podAntiAffinity"):
+        part = _or_empty(affinity.get(kind))
+        if not isinstance(part, Mapping) or part.get("preferredDuringSchedulingIgnoredDuringExecution"):
+            return True
+    spread = spec.get("topologySpreadConstraints") or []
+    if not isinstance(spread, list):
+        return True
+    return any(not isinstance(c, Mapping) or c.get("whenUnsatisfiable") == "ScheduleAnyway" for c in spread)
 
 
 def _text(v: object, limit: int) -> str:
