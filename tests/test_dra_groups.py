@@ -193,3 +193,20 @@ def test_racing_groups_and_pods_never_allocate_a_device_twice(groups: list[tuple
             assert len(got) == size
             if not fail:
                 assert all(got) or not any(got), (g, got)
+
+
+def test_a_member_whose_claims_cannot_be_allocated_refuses_the_whole_group_and_nothing_is_written() -> None:
+    """The other member's claim asks a selector no device of its reserved node meets (the claim changed after
+    the group was planned): the first member's bind writes nothing at all, its own claim included."""
+    pods = [_pod("w0", "job", 2), _pod("w1", "job", 2)]
+    with _app(pods, [_claim("w0", 2), _claim("w1", 2)]) as (client, api, _, _):
+        _filter(client, pods[0])
+        node = _filter(client, pods[0])[0]
+        changed = copy.deepcopy(api.get_resource_claim(NS, "c-w1"))
+        changed["spec"]["devices"]["requests"][0]["exactly"]["selectors"] = [
+            {"cel": {"expression": "device.attributes['gpu.nvidia.com'].productName == 'no such GPU'"}}]
+        api.put_resource_claim(changed)
+        err = _bind(client, pods[0], node)  # bind reads every member's claims fresh from the apiserver
+        assert "resourceclaim gpupack-dra/c-w1 cannot be allocated" in err, err
+        assert api.claim_writes == []
+        assert api.get_pod(NS, "w0")["spec"].get("nodeName") is None
