@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # "allocate" makes gpupack the allocator of the GPU classes (the profile disables DynamicResources) and
     # writes the claims at bind; "off" ignores DRA (docs/dra.md)
     dra_mode: Literal["observe", "allocate", "off"] = "observe"
+    # allocate mode only (scheduler/dra/routing.py): the DeviceClasses gpupack allocates (comma-separated; empty:
+    # gpu.nvidia.com and mig.nvidia.com), and the schedulerNames whose profile disables DynamicResources (empty:
+    # every profile that calls gpupack); claims of other classes, pods of other profiles are left to DRA or refused
+    dra_allocate_classes: str = ""
+    dra_allocate_profiles: str = ""
     tls_cert: Path | None = None  # serve HTTPS with this certificate and tls_key
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA (kube-scheduler's)

@@ -55,7 +55,8 @@ def _pod_specs(objs: tuple[Obj, ...]) -> list[tuple[Obj, Obj]]:
 
 def test_the_expected_kustomizations_exist() -> None:
     assert set(_kustomizations()) == {"base", "overlays/cert-manager", "overlays/self-signed", "overlays/dynamic-mig",
-                                      "overlays/monitoring", "overlays/dra-allocate"}
+                                      "overlays/monitoring", "overlays/dra-allocate",
+                                      "overlays/dra-allocate-per-class"}
 
 
 @pytest.mark.parametrize("path", _kustomizations())

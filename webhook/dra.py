@@ -105,9 +105,10 @@ def convert(pod: Mapping[str, Any], req: PodRequest) -> tuple[tuple[Op, ...], st
         return (), (f"{A_MODEL} cannot be carried into this DRA namespace's claims: remove it and ask with a "
                     "ResourceClaim whose selector is device.attributes['gpu.nvidia.com'].productName == '<name>'")
     if d.topology is Topology.NVLINK or str(ann.get(A_TOPOLOGY, "")) == "nvlink":
-        return (), (f"{A_TOPOLOGY}: nvlink cannot be met on DRA nodes (NVIDIA's DRA driver publishes no NVLink); "
-                    "write best-effort, or a ResourceClaim with a matchAttribute constraint on "
-                    "resource.kubernetes.io/pcieRoot")
+        return (), (f"{A_TOPOLOGY}: nvlink is not carried into gpupack's claim templates (NVIDIA's DRA driver "
+                    "publishes no NVLink); write best-effort, or a ResourceClaim with a matchAttribute constraint "
+                    f"on resource.kubernetes.io/pcieRoot, or, in allocate mode on nodes where gpupack's agent runs, "
+                    f"a ResourceClaim annotated {A_TOPOLOGY}: nvlink")
     spec = pod.get("spec") or {}
     ops: list[Op] = []
     claims: list[dict[str, str]] = []

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from binpack import Conflict, Demand, DemandKind, MigSlot, Placement, Snapshot, allocate, place, release
+from binpack import Conflict, Demand, DemandKind, MigSlot, Placement, Snapshot, Topology, allocate, place, release
 from scheduler.dra.cel import matches
+from scheduler.dra.nvlink import NVLINK_ANNOTATION, known
 from scheduler.dra.slices import DRIVER, DraInventory
 
 # the DeviceClasses of NVIDIA's chart (tests/data/dra/driver/deviceclass-*.json): the classes gpupack allocates
@@ -50,6 +51,7 @@ class ClaimSpec:
     name: str
     requests: tuple[Request, ...]
     constraints: tuple[tuple[tuple[str, ...], str], ...]  # (request names, () = all; attribute)
+    nvlink: bool = False  # annotation gpupack.io/topology: nvlink: whole GPUs of a request NVLink-connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +112,11 @@ def _claim_spec(obj: Mapping[str, Any]) -> ClaimSpec:
         if not isinstance(attr, str) or set(c) - {"requests", "matchAttribute"}:
             raise Unallocatable(f"{where}: only matchAttribute constraints are allocated by gpupack")
         cons.append((tuple(str(x) for x in c.get("requests") or ()), attr))
+    topo = str((meta.get("annotations") or {}).get(NVLINK_ANNOTATION) or "")
+    if topo not in ("", "nvlink", "best-effort"):
+        raise Unallocatable(f"{where}: annotation {NVLINK_ANNOTATION}={topo!r} (nvlink or best-effort)")
     return ClaimSpec(str(meta.get("uid") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""),
-                     tuple(reqs), tuple(cons))
+                     tuple(reqs), tuple(cons), topo == "nvlink")
 
 
 def _attr(device: Mapping[str, Any], qualified: str) -> Any:
@@ -155,7 +160,7 @@ def _candidates(nd: NodeDevices, req: Request) -> list[str]:
     return out
 
 
-def _block(snap: Snapshot, node: str, devices: Sequence[tuple[int, MigSlot | None]]) -> Snapshot:
+def block(snap: Snapshot, node: str, devices: Sequence[tuple[int, MigSlot | None]]) -> Snapshot:
     """The snapshot with these devices booked away (those already taken stay as they are)."""
     for gpu, slot in devices:
         p = (Placement(node, gpus=(gpu,), kind=DemandKind.WHOLE) if slot is None
@@ -167,18 +172,20 @@ def _block(snap: Snapshot, node: str, devices: Sequence[tuple[int, MigSlot | Non
     return snap
 
 
-def _pick(snap: Snapshot, nd: NodeDevices, req: Request, cands: list[str]) -> tuple[Placement, Demand] | None:
+def _pick(snap: Snapshot, nd: NodeDevices, req: Request, cands: list[str],
+          nvlink: bool = False) -> tuple[Placement, Demand] | None:
     """binpack's choice of `req.count` devices among the candidates, or None."""
     where = nd.inventory.devices
     allowed = {where[n] for n in cands}
     others = [d for d in where.values() if d not in allowed]
-    blocked = _block(snap, nd.node, others)
+    blocked = block(snap, nd.node, others)
     whole = [where[n] for n in cands if where[n][1] is None]
     migs = [where[n][1] for n in cands if where[n][1] is not None]
     tries: list[Demand] = []
     try:
         if whole and not migs:
-            tries.append(Demand.whole(req.count))
+            tries.append(Demand.whole(req.count, topology=Topology.NVLINK) if nvlink and req.count > 1
+                         else Demand.whole(req.count))
         elif migs and not whole:
             profiles = sorted({s.profile for s in migs if s is not None})
             tries += [Demand.mig(p, req.count) for p in profiles]
@@ -214,15 +221,21 @@ def allocate_claims(snap: Snapshot, nd: NodeDevices, claims: Sequence[ClaimSpec]
     placed: dict[str, tuple[Placement, ...]] = {}
     demands: dict[str, tuple[Demand, ...]] = {}
     for c in claims:
+        if c.nvlink and not known(snap.node(nd.node).nvlink):
+            raise Unallocatable(f"resourceclaim {c.namespace}/{c.name} asks NVLink-connected GPUs "
+                                f"({NVLINK_ANNOTATION}: nvlink) and {nd.node}'s NVLink topology is unknown: NVIDIA's "
+                                f"DRA driver publishes none and gpupack's agent does not run there (ask "
+                                f"matchAttribute resource.kubernetes.io/pcieRoot instead)")
         base = {r.name: _candidates(nd, r) for r in c.requests}  # CelRefused goes up: the claim is refused
         why = ""
         for combo in itertools.islice(_assignments(nd, c, base), MAX_TRIES):
             work, out, ps, ds = snap, [], [], []
             for r in c.requests:
-                got = _pick(work, nd, r, combo[r.name])
+                got = _pick(work, nd, r, combo[r.name], c.nvlink)
                 if got is None:
                     why = (f"request {r.name}: {r.count} needed, {len(combo[r.name])} {r.device_class} devices match "
-                           f"its selectors{' and constraints' if c.constraints else ''} and too few of them are free")
+                           f"its selectors{' and constraints' if c.constraints else ''} and too few of them are free"
+                           f"{' NVLink-connected' if c.nvlink else ''}")
                     break
                 p, d = got
                 work = allocate(work, p)

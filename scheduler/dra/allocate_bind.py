@@ -21,11 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from scheduler.dra.allocate import ClaimSpec, Unallocatable, allocate_claims, claim_spec, without
+from binpack import Placement, Snapshot, allocate
+from scheduler.dra.allocate import (
+    Allocation,
+    ClaimSpec,
+    NodeDevices,
+    Unallocatable,
+    allocate_claims,
+    claim_spec,
+    without,
+)
 from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.cel import CelRefused
 from scheduler.dra.claims import InvalidClaim, read_claim
 from scheduler.dra.demand import claim_refs, uses_claims
+from scheduler.dra.group_alloc import siblings, within
+from scheduler.dra.routing import Routing
 from scheduler.dra.slices import DRIVER
 from scheduler.dra.state import DraState
 from scheduler.state.binder import BindResult
@@ -63,6 +74,7 @@ class _Write:
 
     read: Obj
     alloc: Obj | None  # the allocation to write; None: the claim is allocated already, only reserve it
+    pod: Obj  # the pod it is reserved for (a pod group's first bind writes its siblings' claims too)
     last: Obj = field(default_factory=dict)  # the newest version the apiserver answered
     added_finalizer: bool = False
     wrote: bool = False
@@ -85,9 +97,11 @@ class AllocatingBinder(ClaimBinder):
 
     def __init__(self, state: ClusterState, api: KubeApi, dra: DraState,
                  on_result: Callable[[BindResult], None] | None = None,
-                 hook: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 hook: Callable[[str], None] | None = None, clock: Callable[[], float] = time.time,
+                 routing: Routing | None = None) -> None:
         super().__init__(state, api, dra, on_result, hook)
         self.clock = clock
+        self.routing = routing or Routing()
 
     def _bind(self, ns: str, name: str, uid: str, node: str) -> tuple[str, str]:
         raw = self.state.raw_pod(uid)
@@ -100,18 +114,57 @@ class AllocatingBinder(ClaimBinder):
         claims, error = self._read_claims(ns, obj)
         if error:
             return error
-        writes, error = self._plan(obj, claims, node)
+        route, why = self._route(obj, claims)
+        if route == "refuse":
+            return f"gpupack: {why}", "failed"
+        if route == "observe":  # a DynamicResources profile: its PreBind allocated, gpupack adopts
+            return ClaimBinder._bind(self, ns, name, uid, node)
+        jobs, error = self._group(uid, obj, claims, node)
         if error:
             return error
-        error = self._write(obj, writes)
+        writes, error = self._plan(jobs)
         if error:
-            self._revert(obj, writes)
             return error
-        self.state.unassume(uid)  # devices gpupack reserved for the pod itself: the claims hold its devices now
+        error = self._write(writes)
+        if error:
+            self._revert(writes)
+            return error
+        req = self.state.request_for(uid)
+        if req is None or not req.group:  # a group member keeps its reservation until seen bound (the plan holds)
+            self.state.unassume(uid)  # devices gpupack reserved for the pod itself: its claims hold them now
         out = self._post_binding(ns, name, uid, node, {})
         if out[0]:
-            self._revert(obj, writes)
+            self._revert(writes)
         return out
+
+    def _route(self, pod: Obj, claims: list[Obj]) -> tuple[str, str]:
+        return self.routing.route(str((pod.get("spec") or {}).get("schedulerName") or ""),
+                                  [c for c in claims if not (c.get("status") or {}).get("allocation")])
+
+    def _group(self, uid: str, pod: Obj, claims: list[Obj],
+               node: str) -> tuple[list[_Job], tuple[str, str] | None]:
+        """The pod's claims, and for a pod group's member the claims of every other reserved member, each on its
+        reserved node (group_alloc.py): allocated together or not at all."""
+        own = self.state.booking(uid)
+        jobs = [_Job(pod, claims, node, own.placement if own is not None and own.assumed else None)]
+        for sib in siblings(self.state, uid):
+            what = f"gpupack: pod group member {sib.namespace}/{sib.name}"
+            try:
+                self._step("read-member")
+                other = self.api.get_pod(sib.namespace, sib.name)
+            except ApiError as e:
+                return [], (f"{what}: reading it failed: {e.message or e}", "failed")
+            if other is None or str((other.get("metadata") or {}).get("uid") or "") != sib.uid or \
+                    (other.get("spec") or {}).get("nodeName") or not uses_claims(other):
+                continue  # gone, bound meanwhile, or asking no claim: nothing of it to allocate here
+            got, error = self._read_claims(sib.namespace, other)
+            if error:
+                return [], (f"{what}: {error[0].removeprefix('gpupack: ')}", error[1])
+            route, why = self._route(other, got)
+            if route != "allocate":
+                return [], (f"{what}: {why or 'its claims are not gpupack’s to allocate'}", "failed")
+            jobs.append(_Job(other, got, sib.reserved.node, sib.reserved))
+        return jobs, None
 
     def _read_claims(self, ns: str, pod: Obj) -> tuple[list[Obj], tuple[str, str] | None]:
         refs = claim_refs(pod)
@@ -130,57 +183,78 @@ class AllocatingBinder(ClaimBinder):
             out.append(got)
         return out, None
 
-    def _plan(self, pod: Obj, claims: list[Obj], node: str) -> tuple[list[_Write], tuple[str, str] | None]:
-        """Devices for the unallocated claims, booked at once under the node lock; or the refusal."""
-        uid = str(pod["metadata"]["uid"])
-        todo: list[tuple[Obj, ClaimSpec]] = []
+    def _plan(self, jobs: list[_Job]) -> tuple[list[_Write], tuple[str, str] | None]:
+        """Devices for every job's unallocated claims, chosen and booked at once under the state lock; or the
+        refusal, with nothing booked."""
+        todo: list[tuple[_Job, Obj, ClaimSpec]] = []
         writes: list[_Write] = []
-        for obj in claims:
-            try:
-                c = read_claim(obj)
-            except InvalidClaim as e:
-                return [], (f"gpupack: {e}", "failed")
-            where = f"resourceclaim {c.namespace}/{c.name}"
-            if c.allocated:
-                if c.node and c.node != node:
-                    return [], (f"gpupack: {where} is allocated on {c.node}, not {node}", "conflict")
-                if uid not in c.reserved_for:
-                    writes.append(_Write(obj, None))
-                continue
-            try:
-                todo.append((obj, claim_spec(obj)))
-            except Unallocatable as e:
-                return [], (f"gpupack: {e}", "failed")
-        with self._node_lock(node), self.state.lock:
-            for obj in claims:
-                self.dra.adopt(obj)
-            for _, spec in todo:
+        for job in jobs:
+            uid = str(job.pod["metadata"]["uid"])
+            for obj in job.claims:
+                try:
+                    c = read_claim(obj)
+                except InvalidClaim as e:
+                    return [], (f"gpupack: {e}", "failed")
+                where = f"resourceclaim {c.namespace}/{c.name}"
+                if c.allocated:
+                    if c.node and c.node != job.node:
+                        return [], (f"gpupack: {where} is allocated on {c.node}, not {job.node}", "conflict")
+                    if uid not in c.reserved_for:
+                        writes.append(_Write(obj, None, job.pod))
+                    continue
+                try:
+                    todo.append((job, obj, claim_spec(obj)))
+                except Unallocatable as e:
+                    return [], (f"gpupack: {e}", "failed")
+        # the bind's node lock, as for any bind; a group's other members' nodes are covered by the state lock,
+        # under which their devices are chosen and booked at once (one node lock at a time: state/locks.py)
+        with self._node_lock(jobs[0].node), self.state.lock:
+            for job in jobs:
+                for obj in job.claims:
+                    self.dra.adopt(obj)
+            for _, _, spec in todo:
                 held = self.dra.claims.get(spec.uid)
                 if held is not None and held.allocated:  # another bind allocated it since we read it
                     return [], (f"gpupack: resourceclaim {spec.namespace}/{spec.name} is being allocated by "
                                 f"another bind", "conflict")
+            first = jobs[0]
+            req = self.state.request_for(str(first.pod["metadata"]["uid"]))
+            if req is not None and req.group:
+                held_by = self.plugins.reserve(str(first.pod["metadata"]["uid"]), req, first.node)
+                if isinstance(held_by, str):  # a group member binds only where, and when, its group is reserved
+                    return [], (held_by, "conflict")
             if not todo:
                 return writes, None
-            nd = self.dra.node_devices(node)
-            if nd is None:
-                return [], (f"gpupack: node {node} publishes no ResourceSlices of {DRIVER}", "failed")
-            try:
-                own = self.state.booking(uid)  # the pod's group reservation: its claims may take those devices
-                snap = without(self.state.view().snapshot, own.placement if own is not None and own.assumed else None)
-                plan = allocate_claims(snap, nd, [s for _, s in todo])
-            except Unallocatable as e:
-                return [], (f"gpupack: {e}", "conflict")
-            except CelRefused as e:
-                return [], (f"gpupack: {e}", "failed")
+            snap = self.state.view().snapshot
+            for job in jobs:  # the group's reservations: its members' claims may take those devices
+                own = self.state.booking(str(job.pod["metadata"]["uid"]))
+                snap = without(snap, own.placement if own is not None and own.assumed else None)
             now = self.clock()
-            for obj, spec in todo:
-                res = [(r, nd.pools[d], d) for r, d in plan.results[spec.uid]]
-                w = _Write(obj, allocation(res, node, now))
-                writes.append(w)
-                self.dra.assume_claim(_with_status(obj, {"allocation": w.alloc, "reservedFor": [_ref(pod)]}))
+            for job in jobs:
+                specs = [spec for j, _, spec in todo if j is job]
+                if not specs:
+                    continue
+                nd = self.dra.node_devices(job.node)
+                if nd is None:
+                    return [], (f"gpupack: node {job.node} publishes no ResourceSlices of {DRIVER}", "failed")
+                try:
+                    plan, snap = _allocate(snap, nd, specs, job.reserved)
+                except Unallocatable as e:
+                    return [], (f"gpupack: {e}", "conflict")
+                except CelRefused as e:
+                    return [], (f"gpupack: {e}", "failed")
+                for j, obj, spec in todo:
+                    if j is not job:
+                        continue
+                    res = [(r, nd.pools[d], d) for r, d in plan.results[spec.uid]]
+                    writes.append(_Write(obj, allocation(res, job.node, now), job.pod))
+            for w in writes:
+                if w.alloc is not None:
+                    self.dra.assume_claim(_with_status(w.read, {"allocation": w.alloc,
+                                                                "reservedFor": [_ref(w.pod)]}))
         return writes, None
 
-    def _write(self, pod: Obj, writes: list[_Write]) -> tuple[str, str] | None:
+    def _write(self, writes: list[_Write]) -> tuple[str, str] | None:
         assert isinstance(self.api, ClaimWriter)
         for w in writes:
             cur = w.last = w.read
@@ -194,7 +268,7 @@ class AllocatingBinder(ClaimBinder):
                         w.ns, w.name, {**cur, "metadata": {**cur["metadata"], "finalizers": [*fins, FINALIZER]}})
                 old = cur.get("status") or {}
                 status = {"allocation": w.alloc if w.alloc is not None else old.get("allocation"),
-                          "reservedFor": [*(old.get("reservedFor") or []), _ref(pod)]}
+                          "reservedFor": [*(old.get("reservedFor") or []), _ref(w.pod)]}
                 self._step("claim-status")
                 w.wrote = True
                 cur = w.last = self.api.update_resource_claim_status(w.ns, w.name, _with_status(cur, status))
@@ -205,11 +279,11 @@ class AllocatingBinder(ClaimBinder):
                 return f"gpupack: writing {where} failed: {e.message or e}", outcome
         return None
 
-    def _revert(self, pod: Obj, writes: list[_Write]) -> None:
+    def _revert(self, writes: list[_Write]) -> None:
         """Revert what this bind wrote, newest first; re-read the claim (a timed-out write may have landed)."""
         assert isinstance(self.api, ClaimWriter) and isinstance(self.api, DraApi)
-        me = str(pod["metadata"]["uid"])
         for w in reversed(writes):
+            me = str(w.pod["metadata"]["uid"])
             last = w.read
             try:
                 cur = self.api.get_resource_claim(w.ns, w.name) if (w.wrote or w.added_finalizer) else None
@@ -230,6 +304,35 @@ class AllocatingBinder(ClaimBinder):
                 log.warning("bind: could not revert resourceclaim %s/%s: %s", w.ns, w.name, e)
             if w.alloc is not None:
                 self.dra.forget_claim(w.uid, back_to=last)  # the ledger follows what the apiserver holds
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One pod whose claims this bind allocates: the pod itself, or another reserved member of its group."""
+
+    pod: Obj
+    claims: list[Obj]
+    node: str
+    reserved: Placement | None = None  # a sibling's reservation: its claims take exactly those devices if they fit
+
+
+def _allocate(snap: Snapshot, nd: NodeDevices, specs: list[ClaimSpec],
+              reserved: Placement | None) -> tuple[Allocation, Snapshot]:
+    """The claims' devices on the node (within the reservation when they fit there) and the snapshot with them
+    booked, so the group's next member cannot be given them again."""
+    plan = None
+    inside = within(snap, nd, reserved)
+    if inside is not None:
+        try:
+            plan = allocate_claims(inside, nd, specs)
+        except Unallocatable:
+            plan = None
+    if plan is None:
+        plan = allocate_claims(snap, nd, specs)
+    for ps in plan.placements.values():
+        for p in ps:
+            snap = allocate(snap, p)
+    return plan, snap
 
 
 def _ref(pod: Obj) -> Obj:

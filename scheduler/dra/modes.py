@@ -1,6 +1,6 @@
 """The DRA mode's pieces, picked once at start-up: observe mode binds by adoption (bind.py); allocate mode
 also checks at filter that the pod's claims can get devices on each node (`ClaimVeto`) and allocates them
-at bind (allocate_bind.py)."""
+at bind (allocate_bind.py), for the DeviceClasses and profiles routing.py gives gpupack."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from scheduler.dra.allocate import Unallocatable, allocate_claims, claim_spec, w
 from scheduler.dra.bind import ClaimBinder
 from scheduler.dra.cel import CelRefused
 from scheduler.dra.demand import claim_refs, uses_claims
+from scheduler.dra.routing import Routing
 from scheduler.dra.slices import DRIVER
 from scheduler.dra.state import DraState
 from scheduler.state.binder import BindResult
@@ -23,9 +24,10 @@ class ClaimVeto:
     selectors, counts and constraints, on the devices no booking holds), with the reason. A claim gpupack
     cannot allocate anywhere (unknown class, a selector it cannot evaluate) fails every node, unresolvably."""
 
-    def __init__(self, state: ClusterState, dra: DraState) -> None:
+    def __init__(self, state: ClusterState, dra: DraState, routing: Routing | None = None) -> None:
         self.state = state
         self.dra = dra
+        self.routing = routing or Routing()
 
     def applies(self, req: PodRequest) -> bool:
         raw = self.state.claims_view(req.uid)
@@ -40,6 +42,7 @@ class ClaimVeto:
         if not all(made):  # without DynamicResources no PreEnqueue waits for the resourceclaim controller
             return dict.fromkeys(names, (f"the pod's claims {list(refs.pending)} are not created yet", True))
         specs = []
+        todo = []
         only = ""
         with self.state.lock:
             for cname in (*refs.names, *made):
@@ -50,10 +53,17 @@ class ClaimVeto:
                 if c.allocated:
                     only = c.node or only
                     continue
-                try:
-                    specs.append(claim_spec(obj))
-                except Unallocatable as e:
-                    return dict.fromkeys(names, (str(e), False))
+                todo.append(obj)
+        route, why = self.routing.route(str((raw.get("spec") or {}).get("schedulerName") or ""), todo)
+        if route == "refuse":
+            return dict.fromkeys(names, (why, False))
+        if route == "observe":  # DynamicResources allocates in this profile: it only sent the nodes it can serve
+            return {}
+        for obj in todo:
+            try:
+                specs.append(claim_spec(obj))
+            except Unallocatable as e:
+                return dict.fromkeys(names, (str(e), False))
         out: dict[str, tuple[str, bool]] = {}
         own = self.state.booking(req.uid)
         snap = without(view.snapshot, own.placement if own is not None and own.assumed else None)
@@ -77,9 +87,9 @@ class ClaimVeto:
 
 
 def binder_for(mode: str, state: ClusterState, api: KubeApi, dra: DraState,
-               on_result: Callable[[BindResult], None] | None = None) -> ClaimBinder:
+               on_result: Callable[[BindResult], None] | None = None, routing: Routing | None = None) -> ClaimBinder:
     if mode == "allocate":
         from scheduler.dra.allocate_bind import AllocatingBinder
 
-        return AllocatingBinder(state, api, dra, on_result=on_result)
+        return AllocatingBinder(state, api, dra, on_result=on_result, routing=routing)
     return ClaimBinder(state, api, dra, on_result=on_result)

@@ -22,6 +22,7 @@ from scheduler.dra.allocate import NodeDevices
 from scheduler.dra.cel import device_env
 from scheduler.dra.claims import Claim, InvalidClaim, placements, read_claim
 from scheduler.dra.demand import claim_refs, claims_demand
+from scheduler.dra.nvlink import nvlink_by_uuid
 from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice, inventory, parse_slice
 from scheduler.logfmt import about
 from scheduler.state.cluster import ClusterState
@@ -56,6 +57,10 @@ class DraState:
         self._said: set[tuple[str, str, str]] = set()  # (object uid, resourceVersion, message) already logged
         self._demands: OrderedDict[tuple[str, str, tuple[str, ...]], PodRequest] = OrderedDict()
         self._request_cache = request_cache
+        # pod uid -> (the pod or its claims view, its request before translation), for every pod translated: a
+        # claim that arrives after its pod (a relist lists pods first; the resourceclaim controller makes claims
+        # after the pod) re-translates the pending ones; bounded, and bound or deleted pods leave at once
+        self._waiting: OrderedDict[str, tuple[Obj, PodRequest]] = OrderedDict()
 
     def install(self) -> None:
         """Feed slice and claim events through the state's queue; translate claim pods at the edge."""
@@ -79,7 +84,8 @@ class DraState:
         inv = self.inventories.get(node.name)
         if inv is None:
             return node
-        return replace(node, gpus=inv.gpus, nvlink=(), pcie=inv.pcie)
+        # the driver publishes no NVLink: the agent's annotation gives it when it runs there too (nvlink.py)
+        return replace(node, gpus=inv.gpus, nvlink=nvlink_by_uuid(node, inv.gpus), pcie=inv.pcie)
 
     def _on_slices(self, what: WatchEvent | list[Obj]) -> None:
         touched: set[str] = set()
@@ -178,11 +184,32 @@ class DraState:
             for uid, obj in assumed.items():
                 if uid in self._assumed and uid not in self.claims:
                     self._put_claim(obj)
+            self._retranslate(None)
             return
         if what.type == "DELETED":
             self._drop_claim(str(_meta(what.obj).get("uid") or ""))
         elif what.type in ("ADDED", "MODIFIED"):
             self._put_claim(what.obj)
+        self._retranslate(what.obj)
+
+    def _retranslate(self, claim: Obj | None) -> None:
+        """Pending pods using this claim (None: any claim) ask what their claims ask now: the watch's entry, and
+        so pod groups' members, follow (ClusterState.replace_request)."""
+        meta = _meta(claim) if claim is not None else {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        owners = {str(o.get("uid")) for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)}
+        for uid, (obj, base) in list(self._waiting.items()):
+            entry = self.state.pod(uid)
+            if entry is None or entry.node:
+                if entry is not None:  # bound: its claims are bookings now, not its demand
+                    del self._waiting[uid]
+                continue  # not seen by the watch yet (filter came first): its pod event translates it
+            if claim is not None and uid not in owners and \
+                    not any((entry.namespace, n) == key for n in claim_refs(obj).names):
+                continue
+            req = self._translate(obj, base, self._claim_names(obj, base))
+            if req != entry.request:
+                self.state.replace_request(uid, req)
 
     def adopt(self, obj: Obj) -> None:
         """A claim read at bind, newer than the watch may have brought yet: the truth from now on."""
@@ -307,10 +334,20 @@ class DraState:
     def translate(self, pod: Obj, req: PodRequest) -> PodRequest:
         """The request of a pod that asks for GPUs through claims: their demand (ClusterState's translate hook)."""
         refs = claim_refs(pod)
-        if not refs.names:
+        if not refs.names and not refs.pending:
             return req
         with self.state.lock:
-            return self._translate(pod, req, refs.names)
+            self._waiting[req.uid] = (pod, req)
+            self._waiting.move_to_end(req.uid)
+            if len(self._waiting) > self._request_cache:
+                self._waiting.popitem(last=False)
+            return self._translate(pod, req, self._claim_names(pod, req))
+
+    def _claim_names(self, pod: Obj, req: PodRequest) -> tuple[str, ...]:
+        """The pod's claims by name; without DynamicResources (allocate mode) nothing waits for the pod's status
+        to name those the resourceclaim controller made from its templates: found by owner and pod claim name."""
+        refs = claim_refs(pod)
+        return (*refs.names, *(self.generated_claim(req.namespace, req.uid, p) for p in refs.pending))
 
     def _translate(self, pod: Obj, req: PodRequest, names: tuple[str, ...]) -> PodRequest:
         ns = req.namespace

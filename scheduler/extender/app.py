@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from scheduler.dra.modes import ClaimVeto, binder_for
+from scheduler.dra.routing import Routing
 from scheduler.dra.state import DraState
 from scheduler.events import EventRecorder
 from scheduler.extender.metrics import Metrics
@@ -59,7 +60,9 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     dra = DraState(state) if settings.dra_mode != "off" and isinstance(api, DraApi) else None
     if dra is not None:  # DRA (scheduler/dra): slices and claims are watched; claim pods bind by adoption
         dra.install()  # (observe) or allocation (allocate mode)
-    binder = binder_for(settings.dra_mode, state, api, dra, on_bind) if dra is not None else Binder(state, api, on_bind)
+    routing = Routing.parse(settings.dra_allocate_classes, settings.dra_allocate_profiles)  # scheduler/dra/routing.py
+    binder = binder_for(settings.dra_mode, state, api, dra, on_bind, routing) if dra is not None \
+        else Binder(state, api, on_bind)
     watcher = Watcher(api, state, WatchSettings(settings.watch_timeout_s, settings.backoff_initial_s,
                                                 settings.backoff_max_s),
                       on_error=lambda kind, e: metrics.watch_errors.labels(kind).inc(),
@@ -69,7 +72,7 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     engine = Engine(plugins=plugins, keep=settings.shortlist)
     binder.plugins = plugins
     if dra is not None and settings.dra_mode == "allocate":
-        engine.veto = ClaimVeto(state, dra)
+        engine.veto = ClaimVeto(state, dra, routing)
     events = EventRecorder(api, on_result=lambda reason, result: metrics.events.labels(reason, result).inc())
     groups.events, binder.on_failed = events, events.bind_failed  # Events on pods (scheduler/events.py)
 

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -178,6 +178,9 @@ class ClusterState(PodGroupState):
         if placement is None and not (obj.get("status") or {}).get("extendedResourceClaimStatus"):
             # (a pod whose nvidia.com/gpu a DRA claim serves holds that claim's devices, booked by scheduler/dra)
             foreign = req.demand.count if req and req.demand.kind is DemandKind.WHOLE else whole_gpus_held(obj)
+        if req is not None and self.translate is not None and not node and spec.get("resourceClaims"):
+            # a pending claim pod asks what its claims ask (scheduler/dra): pod groups plan members with it
+            req = self.translate(obj, req)
         if req is not None and req.managed:
             self._observe(uid, req)
         return PodEntry(uid, str(meta.get("namespace") or ""), str(meta.get("name") or ""), node,
@@ -200,6 +203,13 @@ class ClusterState(PodGroupState):
             # deleted, finished, bound without our record, or a stale record: its devices are free
             self.ledger.drop(uid, bound=new is not None and new.active)
         self._index_member(uid, new)
+
+    def replace_request(self, uid: str, req: PodRequest) -> None:
+        """A pending pod's request changed without a pod event (scheduler/dra: its claims arrived): its entry,
+        and pod groups' index of it, follow. Under the state's lock, from its event queue."""
+        old = self._pods.get(uid)
+        if old is not None and not old.node:
+            self._set_pod(uid, replace(old, request=req))
 
     def _observe(self, uid: str, req: PodRequest) -> None:
         if uid in self._observed:

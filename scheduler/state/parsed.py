@@ -61,7 +61,9 @@ def pod_claims_view(pod: Obj) -> Obj | None:
         return None
     meta: Obj = pod["metadata"] if isinstance(pod.get("metadata"), dict) else {}
     return {"metadata": {"resourceVersion": str(meta.get("resourceVersion") or "")[:64]},
-            "spec": {"resourceClaims": list(refs or [])[:_MAX_CLAIM_REFS]},
+            "spec": {"resourceClaims": list(refs or [])[:_MAX_CLAIM_REFS],
+                     # DRA allocate mode routes a pod by its profile (scheduler/dra/routing.py)
+                     "schedulerName": str(spec.get("schedulerName") or "")[:253]},
             "status": {"resourceClaimStatuses": list(status.get("resourceClaimStatuses") or [])[:_MAX_CLAIM_REFS],
                        "extendedResourceClaimStatus": ext if isinstance(ext, dict) else {}}}
 
