@@ -28,7 +28,7 @@ The integer answer keeps the best node alone at 10, so kube-scheduler (which bre
 picks exactly the node the float score prefers.
 
 Layout: the terms are one module each in binpack/terms/ (growth, pairing, contention, consolidate,
-topology, mig; share_choice picks a share's GPU), chosen once per ScorePolicy (terms/policy.py);
+topology, mig; share_choice picks a share's GPU), chosen once per ScorePolicy (terms/strategy.py);
 this module composes them. A node's value depends only on its own columns (and the contention
 vector), so each demand's values are remembered per node and a later call redoes only the nodes
 changed since (score_memo.py); `forget(static)` drops them.
