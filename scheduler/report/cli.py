@@ -52,6 +52,8 @@ def report(
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="write a PNG of allocation and the replay here")] = None,
     replay: Annotated[bool, typer.Option(help="place the same GPU pods again with gpupack, FGD and best-fit")] = True,
+    replay_workers: Annotated[int, typer.Option(min=0, help="processes for the replay's policies (0: one per "
+                                                          "policy, at most one per CPU)")] = 0,
 ) -> None:
     """GPU allocation, stranded GPUs and MIG slices per model, pending GPU pods and why, and a replay."""
     from scheduler.report.analyze import pending, per_model, read
@@ -74,7 +76,7 @@ def report(
                     progress.start_task(bars[policy])
                 progress.update(bars[policy], completed=done, total=total)
 
-            rows = run_replay(pic, POLICIES, tick)
+            rows = run_replay(pic, POLICIES, tick, replay_workers)
     invalid = dict(pic.view.invalid)
     if json_out:
         typer.echo(orjson.dumps(report_json(dump.source, models, waiting, rows, invalid),
