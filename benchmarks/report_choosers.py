@@ -25,14 +25,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.cluster import Choice, State, Task
+from benchmarks.cluster import State, Task
 from benchmarks.frag import FragModel, FragTracker
 from benchmarks.policies import Context, Factory
 from benchmarks.policies.best_fit import BestFit
 from benchmarks.policies.fgd import Fgd
 from benchmarks.trace import FULL, NodeTable, PodTable
 from benchmarks.workload import target_mix
-from binpack import Demand, DemandKind, MixLearner, Placement, Snapshot, Topology, fit, place, score
+from binpack import Demand, DemandKind, FitResult, MixLearner, Placement, Snapshot, Topology, fit, place, score
+from binpack.mix import EMPTY_MIX
 from binpack.place import _place
 from binpack.score import DEFAULT_POLICY
 
@@ -119,8 +120,11 @@ class Mirror:
     def distinct(self, rows: np.ndarray) -> np.ndarray:
         """The rows (in order) that are the first of their kind: a policy that takes the first best row
         picks among these what it would pick among all (equal columns, equal scores, the first wins)."""
-        _, first = np.unique(self.kind[rows], return_index=True)
-        return rows[np.sort(first)]
+        kinds = self.kind[rows]
+        at = np.arange(len(rows))
+        first = np.empty(len(self._ids), np.int64)
+        first[kinds[::-1]] = at[::-1]  # repeated indices: the last write wins, i.e. the first row of a kind
+        return rows[first[kinds] == at]
 
     def frag_milli(self) -> float:
         assert self.tracker is not None
@@ -171,17 +175,36 @@ class PaperChooser:
         st = self.mirror.state
         tracker = self.mirror.tracker or FragTracker(FragModel((), self.mirror.table.models), st)  # best-fit reads none
         self.policy = PAPER[name](Context(st, tracker, self.mirror.table, pods, 0))
+        s = snap.static
+        # one GPU model per node: the mirror's per-node model then says what binpack's per-GPU models say
+        self.one_model = bool(((s.model == s.model[:, :1]) | ~s.valid).all())
+        self.memory_shares = False  # once a share took GPU memory, free milli no longer says free compute
+        self.dedup = name == "fgd"  # FGD scores every node and GPU: equal nodes are worth skipping
+
+    def feasible(self, snap: Snapshot, d: Demand) -> tuple[np.ndarray, FitResult | None]:
+        """Rows where the demand fits: bench packing's own State.feasible where the mirror holds all that
+        decides it (no GPU; whole GPUs, one model per node; compute-only shares while no share holds GPU
+        memory), binpack's fit otherwise (MIG, NVLink sets, GPU memory)."""
+        plain = (d.kind is DemandKind.NONE
+                 or (d.kind is DemandKind.WHOLE and d.topology is not Topology.NVLINK and self.one_model)
+                 or (d.kind is DemandKind.SHARE and not d.memory_mib and not self.memory_shares))
+        if plain:
+            return np.flatnonzero(self.mirror.state.feasible(task_of(d))), None
+        verdict = fit(snap, d)
+        return np.flatnonzero(verdict.fits), verdict
 
     def place(self, snap: Snapshot, d: Demand) -> Placement | None:
-        rows = np.flatnonzero(fit(snap, d).fits)
+        rows, verdict = self.feasible(snap, d)
         if not len(rows):
             return None
-        rows = self.mirror.distinct(rows)
+        if self.dedup:
+            rows = self.mirror.distinct(rows)
         t = task_of(d)
         if t.share:  # a share asking for GPU memory too: binpack may fit it where the mirror's milli cannot
-            rows = rows[self.mirror.state.maxleft[rows] >= t.milli]
-            if not len(rows):
-                return place(snap, d, snap.names[int(np.flatnonzero(fit(snap, d).fits)[0])])
+            fits = rows[self.mirror.state.maxleft[rows] >= t.milli]
+            if not len(fits):
+                return self._binpack(snap, d, verdict, int(rows[0]))
+            rows = fits
         c = self.policy.choose(t, rows)
         if c is None:  # (FGD and best-fit always choose among feasible rows)
             return None
@@ -189,21 +212,24 @@ class PaperChooser:
         common = {"cpu_milli": d.cpu_milli, "host_memory_mib": d.host_memory_mib, "kind": d.kind}
         if d.kind is DemandKind.NONE:
             return Placement(name, **common)  # type: ignore[arg-type]
-        if d.kind is DemandKind.WHOLE and d.topology is not Topology.NVLINK and self._whole_ok(snap, d, c):
+        if d.kind is DemandKind.WHOLE and verdict is None:
             return Placement(name, c.gpus, **common)  # type: ignore[arg-type]
         if d.kind is DemandKind.SHARE and d.memory_mib == 0:
             return Placement(name, c.gpus, compute_milli=d.compute_milli, **common)  # type: ignore[arg-type]
-        return place(snap, d, name)  # MIG, NVLink sets, memory shares: binpack's devices on that node
+        return self._binpack(snap, d, verdict, c.node)  # MIG, NVLink sets, GPU memory, mixed models
 
     @staticmethod
-    def _whole_ok(snap: Snapshot, d: Demand, c: Choice) -> bool:
-        """Whether the policy's first free GPUs are whole-free GPUs of an allowed model (a node mixing
-        models may offer the policy, which sees one model per node, a GPU of another)."""
+    def _binpack(snap: Snapshot, d: Demand, verdict: FitResult | None, i: int) -> Placement | None:
+        """binpack's devices for the demand on node i (what place() picks, without fitting every node again)."""
+        if verdict is None:
+            return place(snap, d, snap.names[i])
+        if not verdict.fits[i]:
+            return None
         with snap.read() as v:
-            bits = int(v.whole_bits[c.node]) & (int(v.s.model_bits(d.models)[c.node]) if d.models else -1)
-        return all((bits >> g) & 1 for g in c.gpus)
+            return _place(v, d, i, EMPTY_MIX)
 
     def booked(self, snap: Snapshot, p: Placement) -> None:
+        self.memory_shares |= p.kind is DemandKind.SHARE and p.memory_mib > 0
         self.mirror.sync(snap, snap.node_index(p.node))
 
 

@@ -9,8 +9,11 @@ pod group's members are placed one by one), as in bench packing. The pods replay
 non-terminal pod gpupack can read that asks for a GPU, and those asking for none that are pending
 or bound to a node of the picture (their CPU and memory decide how much of a GPU node is usable).
 
-Each policy runs in its own process when there are cores for it (fork: the picture is not copied
-or pickled, and a row is all that comes back). Figures per policy: pods placed, GPUs allocated
+With two cores or more the policies run in forked processes (nothing is pickled on the way in; a
+row comes back), and `start` forks the ones after the first as soon as the dump is read: they parse
+the nodes and pods themselves while this process builds the cluster picture, and the first policy
+(gpupack, the slowest) starts from the picture. Only the learned mix, which the stranded figure needs,
+is sent to them once the picture has it. Figures per policy: pods placed, GPUs allocated
 (analyze.gpu_use), stranded GPUs with the cluster's learned mix (analyze.stranded, the extender's
 measure), and FGD's fragmentation as bench packing counts it (its typical pods: the replayed pods).
 """
@@ -21,17 +24,17 @@ import multiprocessing
 import os
 import queue
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from binpack import Demand, Mix, Snapshot, allocate
 from binpack.catalog import FULL_MILLI
 from binpack.types import Node
-from scheduler.podspec import PodRequest
+from scheduler.inventory import InvalidInventory, node_from_k8s
+from scheduler.podspec import InvalidPod, PodRequest, read_pod
 from scheduler.report.analyze import Picture, gpu_use, materialize, stranded
-from scheduler.report.dump import Obj
+from scheduler.report.dump import Dump, Obj
 from scheduler.state.cluster import TERMINAL
 
 POLICIES = ("gpupack", "fgd", "best-fit")
@@ -52,11 +55,10 @@ class ReplayRow:
     seconds: float
 
 
-def replay_order(pic: Picture) -> list[tuple[Obj, PodRequest]]:
+def replay_order(pods: Iterable[tuple[Obj, PodRequest | None]], nodes: Container[str]) -> list[tuple[Obj, PodRequest]]:
     """The replayed pods in creation order (then namespace/name): the replay's arrival order."""
-    nodes = pic.snapshot.static.index
     keep = []
-    for p, r, _ in pic.pods:
+    for p, r in pods:
         if r is None or (p.get("status") or {}).get("phase") in TERMINAL:
             continue
         node = (p.get("spec") or {}).get("nodeName")
@@ -71,6 +73,14 @@ def replay_order(pic: Picture) -> list[tuple[Obj, PodRequest]]:
     return sorted(keep, key=key)
 
 
+def listed_nodes(pic: Picture) -> list[Node]:
+    """The nodes gpupack read, in the order the source listed them: the replay's tie-break order (ties
+    go to the node listed first; `kubectl get` lists by name, a bench packing dump in its seed's order)."""
+    read = {n.name: n for n in pic.snapshot.static.nodes}
+    names = (str((o.get("metadata") or {}).get("name") or "") for o in pic.dump.nodes)
+    return [read[n] for n in dict.fromkeys(names) if n in read]
+
+
 def as_bound(pic: Picture, order: Sequence[tuple[Obj, PodRequest]]) -> ReplayRow:
     """The cluster as it stands: the replayed pods bound and pending, its allocation and stranding."""
     from benchmarks.report_choosers import fgd_frag, pod_table
@@ -82,31 +92,49 @@ def as_bound(pic: Picture, order: Sequence[tuple[Obj, PodRequest]]) -> ReplayRow
                      round(float(stranded(pic.snapshot, pic.mix).sum()), 2), round(frag / FULL_MILLI, 2), 0.0)
 
 
-def listed_nodes(pic: Picture) -> list[Node]:
-    """The nodes gpupack read, in the order the source listed them: the replay's tie-break order (ties
-    go to the node listed first; `kubectl get` lists by name, a bench packing dump in its seed's order)."""
-    read = {n.name: n for n in pic.snapshot.static.nodes}
-    names = (str((o.get("metadata") or {}).get("name") or "") for o in pic.dump.nodes)
-    return [read[n] for n in dict.fromkeys(names) if n in read]
-
-
 @dataclass(frozen=True)
 class _Job:
-    """What every policy's run reads: the empty nodes, the demands in order, the mix to measure with."""
+    """What every policy's run reads: the empty nodes in listing order and the demands in arrival order."""
 
     empty: Snapshot
     demands: tuple[Demand, ...]
-    mix: Mix
 
 
-def run_policy(job: _Job, policy: str, tick: Tick | None = None) -> ReplayRow:
-    """Place the demands in order from empty nodes with one policy."""
-    from benchmarks.report_choosers import chooser, fgd_frag, pod_table
+def _job_of_picture(pic: Picture) -> _Job:
+    order = replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index)
+    return _Job(Snapshot.build(listed_nodes(pic)), tuple(r.demand for _, r in order))
 
-    table = pod_table(job.demands)
+
+def _job_of_dump(dump: Dump) -> _Job:
+    """The same job as _job_of_picture, from the raw objects: nodes and pods parsed as ClusterState
+    parses them (node_from_k8s, read_pod; a node listed twice is its last object, one gpupack cannot
+    read is left out), without booking anything."""
+    nodes: dict[str, Node | None] = {}
+    for o in dump.nodes:
+        name = str((o.get("metadata") or {}).get("name") or "")
+        if name:
+            try:
+                nodes[name] = node_from_k8s(o)
+            except InvalidInventory:
+                nodes[name] = None
+    listed = [n for n in nodes.values() if n is not None]
+    parsed = []
+    for p in dump.pods:
+        try:
+            parsed.append((p, read_pod(p)))
+        except InvalidPod:
+            continue
+    order = replay_order(parsed, {n.name for n in listed})
+    return _Job(Snapshot.build(listed), tuple(r.demand for _, r in order))
+
+
+def _place_all(job: _Job, policy: str, tick: Tick | None) -> tuple[Snapshot, int, float]:
+    """Place the demands in order from empty nodes with one policy: (last snapshot, pods placed, seconds)."""
+    from benchmarks.report_choosers import chooser, pod_table
+
     start = time.perf_counter()
     snap, placed, total = job.empty, 0, len(job.demands)
-    pick = chooser(policy, snap, table)
+    pick = chooser(policy, snap, pod_table(job.demands))
     for n, d in enumerate(job.demands, 1):
         p = pick.place(snap, d)
         if p is not None:
@@ -115,57 +143,108 @@ def run_policy(job: _Job, policy: str, tick: Tick | None = None) -> ReplayRow:
             placed += 1
         if tick is not None and (n % TICK_EVERY == 0 or n == total):
             tick(policy, n, total)
-    seconds = time.perf_counter() - start
+    return snap, placed, time.perf_counter() - start
+
+
+def _row(job: _Job, policy: str, snap: Snapshot, placed: int, seconds: float, mix: Mix) -> ReplayRow:
+    from benchmarks.report_choosers import fgd_frag, pod_table
+
     _, used, _ = gpu_use(snap)
-    return ReplayRow(policy, placed, total - placed, round(float(used.sum()), 2),
-                     round(float(stranded(snap, job.mix).sum()), 2), round(fgd_frag(snap, table) / FULL_MILLI, 2),
-                     round(seconds, 2))
+    return ReplayRow(policy, placed, len(job.demands) - placed, round(float(used.sum()), 2),
+                     round(float(stranded(snap, mix).sum()), 2),
+                     round(fgd_frag(snap, pod_table(job.demands)) / FULL_MILLI, 2), round(seconds, 2))
 
 
-# a forked worker finds its job here (inherited, never pickled) and reports progress on the queue
-_shared: tuple[_Job, Any] | None = None
+def run_policy(job: _Job, policy: str, mix: Mix, tick: Tick | None = None) -> ReplayRow:
+    """One policy's replay and its figures (stranded GPUs measured with `mix`)."""
+    snap, placed, seconds = _place_all(job, policy, tick)
+    return _row(job, policy, snap, placed, seconds, mix)
 
 
-def _in_worker(policy: str) -> ReplayRow:
-    assert _shared is not None, "replay worker started without its job"
-    job, q = _shared
-    return run_policy(job, policy, lambda p, n, total: q.put((p, n, total)))
+MIX_WAIT_S = 900.0  # an early worker waits this long at most for the picture's mix
+COLLECT_WAIT_S = 0.2  # between looks at the workers while collecting
+
+
+def _worker(make: Callable[[], _Job], policies: Sequence[str], out: Any, mixes: Any) -> None:
+    """A forked process: build the job, replay its policies, then (with the mix) send their rows."""
+    try:
+        job = make()
+        done = [(p, *_place_all(job, p, lambda q, n, total: out.put(("tick", q, n, total)))) for p in policies]
+        mix = mixes.get(timeout=MIX_WAIT_S)
+        for p, snap, placed, seconds in done:
+            out.put(("row", _row(job, p, snap, placed, seconds, mix)))
+    except BaseException as e:  # the parent reports it; a dead worker must not leave it waiting
+        out.put(("error", f"{type(e).__name__}: {e}"))
+
+
+class Running:
+    """A replay under way: the workers forked so far; `finish` adds the rest and collects the rows."""
+
+    def __init__(self, dump: Dump, policies: Sequence[str], workers: int) -> None:
+        self.policies = tuple(policies)
+        self.workers = min(workers or os.cpu_count() or 1, len(self.policies))
+        self.forked = self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+        self.procs: list[Any] = []
+        self.early: list[tuple[str, ...]] = []
+        if not self.forked:
+            return
+        ctx = multiprocessing.get_context("fork")
+        self.ctx, self.out, self.mixes = ctx, ctx.Queue(), ctx.Queue()
+        rest = self.policies[1:]  # the first policy starts later, from the picture
+        groups = min(self.workers - 1, len(rest))
+        self.early = [rest[g::groups] for g in range(groups)]
+        for group in self.early:
+            self._fork(lambda: _job_of_dump(dump), group)
+
+    def _fork(self, make: Callable[[], _Job], group: Sequence[str]) -> None:
+        proc = self.ctx.Process(target=_worker, args=(make, group, self.out, self.mixes), daemon=True)
+        proc.start()
+        self.procs.append(proc)
+
+    def finish(self, pic: Picture, tick: Tick | None = None) -> tuple[ReplayRow, ...]:
+        if not self.forked:
+            job = _job_of_picture(pic)
+            rows = [run_policy(job, p, pic.mix, tick) for p in self.policies]
+            return (self._as_bound(pic), *rows)
+        self._fork(lambda: _job_of_picture(pic), self.policies[:1])
+        for _ in self.early:
+            self.mixes.put(pic.mix)
+        self.mixes.put(pic.mix)  # the late worker's
+        head = self._as_bound(pic)  # while the workers run
+        got: dict[str, ReplayRow] = {}
+        try:
+            while len(got) < len(self.policies):
+                try:
+                    msg = self.out.get(timeout=COLLECT_WAIT_S)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in self.procs) and self.out.empty():
+                        raise RuntimeError("a replay worker ended without its rows") from None
+                    continue
+                if msg[0] == "tick" and tick is not None:
+                    tick(*msg[1:])
+                elif msg[0] == "row":
+                    got[msg[1].policy] = msg[1]
+                elif msg[0] == "error":
+                    raise RuntimeError(f"replay worker: {msg[1]}")
+        finally:
+            for proc in self.procs:
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+        return (head, *(got[p] for p in self.policies))
+
+    @staticmethod
+    def _as_bound(pic: Picture) -> ReplayRow:
+        return as_bound(pic, replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index))
+
+
+def start(dump: Dump, policies: Sequence[str] = POLICIES, workers: int = 0) -> Running:
+    """Start replaying a dump's pods (all but the first policy begin at once, in their own processes)."""
+    return Running(dump, policies, workers)
 
 
 def replay(pic: Picture, policies: Sequence[str] = POLICIES, tick: Tick | None = None,
            workers: int = 0) -> tuple[ReplayRow, ...]:
     """Place the cluster's pods again from empty nodes with each policy; `workers` 0: one process per
-    policy up to the CPU count, 1: every policy in this process."""
-    global _shared
-    order = replay_order(pic)
-    job = _Job(Snapshot.build(listed_nodes(pic)), tuple(r.demand for _, r in order), pic.mix)
-    head = as_bound(pic, order)
-    workers = min(workers or os.cpu_count() or 1, len(policies))
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return (head, *(run_policy(job, p, tick) for p in policies))
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue()
-    _shared = (job, q)
-    try:
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures: list[Future[ReplayRow]] = [pool.submit(_in_worker, p) for p in policies]
-            while not all(f.done() for f in futures):
-                _drain(q, tick, 0.2)
-            _drain(q, tick, 0.0)
-            rows = [f.result() for f in futures]
-    finally:
-        _shared = None
-        q.close()
-    return (head, *rows)
-
-
-def _drain(q: Any, tick: Tick | None, wait: float) -> None:
-    """Hand the workers' progress reports to `tick`: at most one blocking wait of `wait` seconds."""
-    try:
-        item = q.get(timeout=wait) if wait else q.get_nowait()
-        while True:
-            if tick is not None:
-                tick(*item)
-            item = q.get_nowait()
-    except queue.Empty:
-        return
+    policy up to the CPU count, 1: every policy in this process. Rows: `as bound`, then the policies."""
+    return start(pic.dump, policies, workers).finish(pic, tick)
