@@ -95,26 +95,55 @@ class Mirror:
         # (GPUs, model, free milli per GPU, free CPU), so a policy need see only the first of each
         self._ids: dict[tuple[int, int, bytes, int], int] = {}
         self.kind = np.zeros(len(self.table.names), np.int64)
-        self.sync(snap, None)
+        k = self.state.k
+        with snap.read() as v:  # per GPU: what binpack derives free milli from (book() redoes it)
+            self.comp = v.compute_free[:, :k].astype(np.int64)
+            self.memf = v.mem_free[:, :k].astype(np.int64)
+            self.memt = v.s.mem_total[:, :k].astype(np.int64)
+            self.plain = v.s.plain[:, :k].copy()
+        self.sync(snap)
         self.tracker = None if pods is None else FragTracker(FragModel(target_mix(pods), self.table.models),
                                                              self.state)
 
-    def sync(self, snap: Snapshot, i: int | None) -> None:
-        """Copy row i (None: every row) of the snapshot's free capacity into the State."""
+    def sync(self, snap: Snapshot) -> None:
+        """Copy the snapshot's free capacity into the State, every row."""
         st = self.state
-        rows = slice(None) if i is None else slice(i, i + 1)
         with snap.read() as v:
-            st.left[rows] = v.milli[rows, : st.k]  # 0 on MIG-mode GPUs and padding: neither takes a plain task
-            st.cpu[rows] = v.cpu_free[rows]
-            st.mem[rows] = v.hmem_free[rows]
-        left = st.left[rows]
-        st.full[rows] = (left == FULL).sum(axis=1)
-        st.maxleft[rows] = left.max(axis=1)
-        st.total[rows] = left.sum(axis=1)
-        for r in range(len(st.names)) if i is None else (i,):
-            key = (int(st.gpus[r]), int(st.model[r]), st.left[r].tobytes(), int(st.cpu[r]))
-            self.kind[r] = self._ids.setdefault(key, len(self._ids))
-        if i is not None and self.tracker is not None:
+            st.left[:] = v.milli[:, : st.k]  # 0 on MIG-mode GPUs and padding: neither takes a plain task
+            st.cpu[:] = v.cpu_free
+            st.mem[:] = v.hmem_free
+        st.full[:] = (st.left == FULL).sum(axis=1)
+        st.maxleft[:] = st.left.max(axis=1)
+        st.total[:] = st.left.sum(axis=1)
+        for r in range(len(st.names)):
+            self.kind[r] = self._ids.setdefault(self._key(r), len(self._ids))
+
+    def _key(self, r: int) -> tuple[int, int, bytes, int]:
+        st = self.state
+        return int(st.gpus[r]), int(st.model[r]), st.left[r].tobytes(), int(st.cpu[r])
+
+    def book(self, i: int, p: Placement) -> None:
+        """Row i after binpack booked p there, without reading the snapshot back: binpack's own
+        arithmetic (alloc._changes, snapshot.derived_row) on the GPUs p takes. A MIG slice changes no
+        plain GPU's free milli (MIG-mode GPUs have none), only CPU and memory."""
+        st = self.state
+        st.cpu[i] -= p.cpu_milli
+        st.mem[i] -= p.host_memory_mib
+        if p.gpus and p.kind in (DemandKind.WHOLE, DemandKind.SHARE):
+            for g in p.gpus:
+                if p.kind is DemandKind.WHOLE:
+                    self.comp[i, g] = self.memf[i, g] = 0
+                else:
+                    self.comp[i, g] -= p.compute_milli
+                    self.memf[i, g] -= p.memory_mib
+                c, m, t = int(self.comp[i, g]), int(self.memf[i, g]), int(self.memt[i, g])
+                st.left[i, g] = min(c, m * FULL // max(t, 1)) if self.plain[i, g] else 0
+            left = st.left[i]
+            st.full[i] = int((left == FULL).sum())
+            st.maxleft[i] = int(left.max())
+            st.total[i] = int(left.sum())
+        self.kind[i] = self._ids.setdefault(self._key(i), len(self._ids))
+        if self.tracker is not None:
             self.tracker.refresh(i)
 
     def distinct(self, rows: np.ndarray) -> np.ndarray:
@@ -230,7 +259,7 @@ class PaperChooser:
 
     def booked(self, snap: Snapshot, p: Placement) -> None:
         self.memory_shares |= p.kind is DemandKind.SHARE and p.memory_mib > 0
-        self.mirror.sync(snap, snap.node_index(p.node))
+        self.mirror.book(snap.node_index(p.node), p)
 
 
 def chooser(name: str, snap: Snapshot, pods: PodTable) -> GpupackChooser | PaperChooser:

@@ -12,12 +12,16 @@ The full check on the four traces: docs/report.md ("the replay against bench pac
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks.cluster import task_of
 from benchmarks.policies.gpupack import demand_of
+from benchmarks.report_choosers import Mirror, PaperChooser, chooser, pod_table
 from benchmarks.report_packing import POLICIES, check, cut, packing_dump
+from benchmarks.synthetic import make_cluster, make_workload
 from benchmarks.trace import load_trace
+from binpack import DemandKind, Snapshot, Topology, allocate
 from scheduler.podspec import read_pod
 from scheduler.report.analyze import read
 from scheduler.report.dump import split
@@ -61,3 +65,29 @@ def test_parallel_replay_gives_the_rows_of_a_serial_one() -> None:
     strip = [(r.policy, r.placed, r.unplaced, r.allocated, r.stranded, r.fgd_frag) for r in serial]
     assert strip == [(r.policy, r.placed, r.unplaced, r.allocated, r.stranded, r.fgd_frag) for r in parallel]
     assert {p for p, n, total in seen if n == total} == set(POLICIES)  # the workers' progress came back
+
+
+@pytest.mark.parametrize("policy", ["fgd", "best-fit"])
+def test_the_mirror_stays_what_the_snapshot_says_with_mig_nvlink_and_gpu_memory(policy: str) -> None:
+    """The paper policies' mirror is kept by arithmetic, not read back: after every booking of a workload
+    with MIG slices, NVLink sets and shares asking for GPU memory, it equals a fresh copy of the snapshot."""
+    cluster = make_cluster(10)
+    demands = [d for it in make_workload(cluster, seed=3, load=1.5) for d in it.members]
+    snap = Snapshot.build(cluster)
+    pick = chooser(policy, snap, pod_table(demands))
+    assert isinstance(pick, PaperChooser)
+    placed = 0
+    for d in demands:
+        p = pick.place(snap, d)
+        if p is None:
+            continue
+        snap = allocate(snap, p)
+        pick.booked(snap, p)
+        placed += 1
+        fresh = Mirror(snap, None).state
+        kept = pick.mirror.state
+        for col in ("left", "cpu", "mem", "full", "maxleft", "total"):
+            assert np.array_equal(getattr(kept, col), getattr(fresh, col)), (col, p)
+    kinds = {d.kind for d in demands}
+    assert {DemandKind.MIG, DemandKind.SHARE, DemandKind.WHOLE} <= kinds and 0 < placed < len(demands)
+    assert any(d.memory_mib for d in demands) and any(d.topology is Topology.NVLINK for d in demands)
