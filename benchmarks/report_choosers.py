@@ -211,14 +211,20 @@ class PaperChooser:
         self.dedup = name == "fgd"  # FGD scores every node and GPU: equal nodes are worth skipping
 
     def feasible(self, snap: Snapshot, d: Demand) -> tuple[np.ndarray, FitResult | None]:
-        """Rows where the demand fits: bench packing's own State.feasible where the mirror holds all that
-        decides it (no GPU; whole GPUs, one model per node; compute-only shares while no share holds GPU
-        memory), binpack's fit otherwise (MIG, NVLink sets, GPU memory)."""
-        plain = (d.kind is DemandKind.NONE
-                 or (d.kind is DemandKind.WHOLE and d.topology is not Topology.NVLINK and self.one_model)
-                 or (d.kind is DemandKind.SHARE and not d.memory_mib and not self.memory_shares))
-        if plain:
-            return np.flatnonzero(self.mirror.state.feasible(task_of(d))), None
+        """Rows where the demand fits: bench packing's own State.feasible where the mirror's free milli
+        decides it (no GPU; whole GPUs; compute-only shares while no share holds GPU memory), the same
+        test per GPU on free compute and memory for other shares (binpack's share_gpus: a plain GPU of
+        an allowed model with both free; a replay starts from empty nodes, so no foreign pod holds
+        any), all with one GPU model per node; binpack's fit otherwise (MIG, NVLink sets, mixed models)."""
+        m, st = self.mirror, self.mirror.state
+        if d.kind is DemandKind.NONE or (self.one_model and (
+                (d.kind is DemandKind.WHOLE and d.topology is not Topology.NVLINK)
+                or (d.kind is DemandKind.SHARE and not d.memory_mib and not self.memory_shares))):
+            return np.flatnonzero(st.feasible(task_of(d))), None
+        if d.kind is DemandKind.SHARE and self.one_model:
+            gpu = m.plain & (m.comp >= d.compute_milli) & (m.memf >= d.memory_mib)
+            ok = (st.cpu >= d.cpu_milli) & (st.mem >= d.host_memory_mib) & st.model_ok(d.models) & gpu.any(axis=1)
+            return np.flatnonzero(ok), None
         verdict = fit(snap, d)
         return np.flatnonzero(verdict.fits), verdict
 
@@ -229,23 +235,38 @@ class PaperChooser:
         if self.dedup:
             rows = self.mirror.distinct(rows)
         t = task_of(d)
-        if t.share:  # a share asking for GPU memory too: binpack may fit it where the mirror's milli cannot
+        common = {"cpu_milli": d.cpu_milli, "host_memory_mib": d.host_memory_mib, "kind": d.kind}
+        if t.share and verdict is None:
+            # the policy sees free milli (the scarcer of compute and memory): a node whose GPUs fit the
+            # share's memory and compute may show none with the compute's milli free
             fits = rows[self.mirror.state.maxleft[rows] >= t.milli]
-            if not len(fits):
-                return self._binpack(snap, d, verdict, int(rows[0]))
-            rows = fits
+            c = self.policy.choose(t, fits) if len(fits) else None
+            i = int(fits[0] if c is None else c.node) if len(fits) else int(rows[0])
+            g = c.gpus[0] if c is not None else -1
+            if not self._share_fits(i, g, d):
+                g = self._best_fit_gpu(i, d)  # the simulators' rule for a share: the fullest GPU it fits
+            return Placement(snap.names[i], (g,), memory_mib=d.memory_mib, compute_milli=d.compute_milli,
+                             **common)  # type: ignore[arg-type]
         c = self.policy.choose(t, rows)
         if c is None:  # (FGD and best-fit always choose among feasible rows)
             return None
         name = snap.names[c.node]
-        common = {"cpu_milli": d.cpu_milli, "host_memory_mib": d.host_memory_mib, "kind": d.kind}
         if d.kind is DemandKind.NONE:
             return Placement(name, **common)  # type: ignore[arg-type]
         if d.kind is DemandKind.WHOLE and verdict is None:
             return Placement(name, c.gpus, **common)  # type: ignore[arg-type]
-        if d.kind is DemandKind.SHARE and d.memory_mib == 0:
-            return Placement(name, c.gpus, compute_milli=d.compute_milli, **common)  # type: ignore[arg-type]
-        return self._binpack(snap, d, verdict, c.node)  # MIG, NVLink sets, GPU memory, mixed models
+        return self._binpack(snap, d, verdict, c.node)  # MIG, NVLink sets, mixed models
+
+    def _share_fits(self, i: int, g: int, d: Demand) -> bool:
+        m = self.mirror
+        return g >= 0 and bool(m.plain[i, g]) and m.comp[i, g] >= d.compute_milli and m.memf[i, g] >= d.memory_mib
+
+    def _best_fit_gpu(self, i: int, d: Demand) -> int:
+        """The GPU of node i with the least free milli among those with the share's compute and memory free
+        (the lowest index among equals)."""
+        m = self.mirror
+        ok = m.plain[i] & (m.comp[i] >= d.compute_milli) & (m.memf[i] >= d.memory_mib)
+        return int(np.argmin(np.where(ok, m.state.left[i], FULL + 1)))
 
     @staticmethod
     def _binpack(snap: Snapshot, d: Demand, verdict: FitResult | None, i: int) -> Placement | None:
