@@ -10,10 +10,10 @@ non-terminal pod gpupack can read that asks for a GPU, and those asking for none
 or bound to a node of the picture (their CPU and memory decide how much of a GPU node is usable).
 
 With two cores or more the policies run in forked processes (nothing is pickled on the way in; a
-row comes back), and `start` forks the ones after the first as soon as the dump is read: they parse
-the nodes and pods themselves while this process builds the cluster picture, and the first policy
-(gpupack, the slowest) starts from the picture. Only the learned mix, which the stranded figure needs,
-is sent to them once the picture has it. Figures per policy: pods placed, GPUs allocated
+row comes back): `start` forks the first policy's (gpupack, the longest) as soon as the dump is read,
+and it parses the nodes and pods itself while this process builds the cluster picture; the others
+start from the picture, on the cores left. Only the learned mix, which the stranded figure needs, is
+sent to the workers once the picture has it. Figures per policy: pods placed, GPUs allocated
 (analyze.gpu_use), stranded GPUs with the cluster's learned mix (analyze.stranded, the extender's
 measure), and FGD's fragmentation as bench packing counts it (its typical pods: the replayed pods).
 """
@@ -161,7 +161,7 @@ def run_policy(job: _Job, policy: str, mix: Mix, tick: Tick | None = None) -> Re
     return _row(job, policy, snap, placed, seconds, mix)
 
 
-MIX_WAIT_S = 900.0  # an early worker waits this long at most for the picture's mix
+MIX_WAIT_S = 900.0  # a worker waits this long at most for the picture's mix
 COLLECT_WAIT_S = 0.2  # between looks at the workers while collecting
 
 
@@ -185,16 +185,13 @@ class Running:
         self.workers = min(workers or os.cpu_count() or 1, len(self.policies))
         self.forked = self.workers > 1 and "fork" in multiprocessing.get_all_start_methods()
         self.procs: list[Any] = []
-        self.early: list[tuple[str, ...]] = []
         if not self.forked:
             return
         ctx = multiprocessing.get_context("fork")
         self.ctx, self.out, self.mixes = ctx, ctx.Queue(), ctx.Queue()
-        rest = self.policies[1:]  # the first policy starts later, from the picture
-        groups = min(self.workers - 1, len(rest))
-        self.early = [rest[g::groups] for g in range(groups)]
-        for group in self.early:
-            self._fork(lambda: _job_of_dump(dump), group)
+        # the first policy (gpupack's, the longest) starts now and parses the dump itself; the others
+        # start from the picture, in the processes left
+        self._fork(lambda: _job_of_dump(dump), self.policies[:1])
 
     def _fork(self, make: Callable[[], _Job], group: Sequence[str]) -> None:
         proc = self.ctx.Process(target=_worker, args=(make, group, self.out, self.mixes), daemon=True)
@@ -206,10 +203,13 @@ class Running:
             job = _job_of_picture(pic)
             rows = [run_policy(job, p, pic.mix, tick) for p in self.policies]
             return (self._as_bound(pic), *rows)
-        self._fork(lambda: _job_of_picture(pic), self.policies[:1])
-        for _ in self.early:
+        rest = self.policies[1:]
+        groups = max(min(self.workers - 1, len(rest)), 1)
+        late = [rest[g::groups] for g in range(groups)]
+        for group in late:
+            self._fork(lambda: _job_of_picture(pic), group)
+        for _ in range(1 + len(late)):  # every worker waits for the mix its stranded figure needs
             self.mixes.put(pic.mix)
-        self.mixes.put(pic.mix)  # the late worker's
         head = self._as_bound(pic)  # while the workers run
         got: dict[str, ReplayRow] = {}
         try:
