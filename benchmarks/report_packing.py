@@ -19,22 +19,27 @@ What the two can differ in, and how the check removes it:
 - Nothing else: no departures (bench packing never deletes a task), no inflation (arrivals stop at
   130% of capacity; all of them are in the dump), ties broken by the node order in both.
 
-    gpupack bench replay-check [--trace default] [--seeds 1] [--nodes N] [--json FILE]
+    gpupack bench replay-check [--trace default] [--seeds 1] [--nodes N] [--dump FILE] [--json FILE]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
+import orjson
+import typer
 
 from benchmarks.cluster import task_of
+from benchmarks.packing import seeds_from
 from benchmarks.policies.gpupack import binpack_nodes
 from benchmarks.simulate import RunResult, simulate
-from benchmarks.trace import FULL, NodeTable, PodTable, load_trace
+from benchmarks.trace import FULL, SHIPPED_PODS, NodeTable, PodTable, load_trace
 from benchmarks.workload import STOP, Arrivals, draw
 
 Obj = dict[str, Any]
@@ -149,3 +154,52 @@ def check(trace: str = "default", seed: int = 42, n_nodes: int = 0, policies: tu
                               "bench_packing": dataclasses.asdict(same_pods),
                               "bench_packing_trace_mix": dataclasses.asdict(plain)}
     return out
+
+
+def register(bench: typer.Typer) -> None:
+    @bench.command("replay-check")
+    def replay_check(
+        trace: Annotated[str, typer.Option(help=f"shipped pod list: {', '.join(SHIPPED_PODS)}")] = "default",
+        seeds: Annotated[int, typer.Option(min=1, help="seeds 42, 43, ...")] = 1,
+        nodes: Annotated[int, typer.Option(min=0, help="only the first N nodes of each seed's order (0: all)")] = 0,
+        dump: Annotated[Path | None, typer.Option(help="also write the first seed's dump here")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="write the figures as JSON here")] = None,
+    ) -> None:
+        """`gpupack report`'s replay against `bench packing` on the same pods, per policy; exit 1 on a difference."""
+        from rich.console import Console
+        from rich.table import Table
+
+        results: list[dict[str, Any]] = []
+        for seed in seeds_from(seeds):
+            if dump is not None and not results:
+                write_dump(trace, seed, nodes, dump)
+            results.append(check(trace, seed, nodes))
+        t = Table(title=f"the report's replay and bench packing on {trace} (pods placed / GPUs allocated / FGD frag)",
+                  title_justify="left")
+        for col in ("seed", "policy", "report", "bench packing", "same?", "bench packing, trace's mix"):
+            t.add_column(col)
+        same = True
+        for r in results:
+            for p, f in r["policies"].items():
+                ok = f["report"] == f["bench_packing"]
+                same &= ok
+                t.add_row(str(r["seed"]), p, *(" / ".join(str(v) for v in f[k].values())
+                                                for k in ("report", "bench_packing")),
+                          "yes" if ok else "NO", " / ".join(str(v) for v in f["bench_packing_trace_mix"].values()))
+        Console(width=150).print(t)
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(results, indent=1) + "\n")
+        if not same:
+            raise typer.Exit(1)
+
+
+def write_dump(trace: str, seed: int, n_nodes: int, path: Path) -> None:
+    """One bench packing run's workload as a dump file for `gpupack report --from`."""
+    nodes, pods = load_trace("openb", trace)
+    if n_nodes:
+        nodes, arrivals = cut(nodes, pods, seed, n_nodes)
+    else:
+        arrivals = draw(nodes, pods, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(packing_dump(nodes, pods, arrivals)))
