@@ -91,3 +91,32 @@ def test_the_mirror_stays_what_the_snapshot_says_with_mig_nvlink_and_gpu_memory(
     kinds = {d.kind for d in demands}
     assert {DemandKind.MIG, DemandKind.SHARE, DemandKind.WHOLE} <= kinds and 0 < placed < len(demands)
     assert any(d.memory_mib for d in demands) and any(d.topology is Topology.NVLINK for d in demands)
+
+
+def test_bound_pods_without_gpus_stay_and_both_job_paths_agree() -> None:
+    """A bound pod asking for no GPU is not replayed: the replay starts from nodes that hold it. The job a
+    worker builds from the raw dump equals the one built from the cluster picture."""
+    from scheduler.report.replay import _job_of_dump, _job_of_picture
+
+    nodes, pods = load_trace("openb", "default")
+    sub, arrivals = cut(nodes, pods, 42, 30)
+    doc = packing_dump(sub, pods, arrivals)
+    first = doc["items"][0]["metadata"]["name"]
+    held = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "daemon", "namespace": "kube-system", "uid": "daemon-0",
+                         "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"nodeName": first, "containers": [{"name": "c", "resources": {"requests": {"cpu": "6",
+                                                                                                "memory": "1Gi"}}}]},
+            "status": {"phase": "Running"}}
+    dump = split([*doc["items"], held], "cut")
+    pic = read(dump)
+    a, b = _job_of_picture(pic), _job_of_dump(dump)
+    assert a.demands == b.demands and len(a.demands) == len(arrivals.pods)  # the daemon is not replayed
+    for col, want in a.empty.state().items():
+        assert np.array_equal(b.empty.state()[col], want), col
+    with a.empty.read() as v:
+        i = a.empty.node_index(first)
+        assert int(v.cpu_free[i]) == int(v.s.cpu_total[i]) - 6000
+        assert int(v.hmem_free[i]) == int(v.s.hmem_total[i]) - 1024
+    rows = replay(pic, POLICIES, workers=1)
+    assert all(r.placed + r.unplaced == len(arrivals.pods) for r in rows)

@@ -67,8 +67,8 @@ def report_tables(source: str, models: tuple[ModelRow, ...], waiting: tuple[Pend
             r.add_row(row.policy, str(row.placed), str(row.unplaced), f"{row.allocated:.1f}",
                       _pct(row.allocated, gpus), f"{row.stranded:.1f}", f"{row.fgd_frag:.1f}",
                       f"{row.seconds:.1f}" if row.policy != "as bound" else "-")
-        r.caption = ("pods: GPU pods, and pods without GPUs pending or on these nodes; FGD frag: bench packing's "
-                     "fragmentation, FGD's measure with the replayed pods' typical pods")
+        r.caption = ("pods: GPU pods and pending pods without GPUs (bound ones stay on their nodes); FGD frag: "
+                     "bench packing's fragmentation, FGD's measure with the replayed pods' typical pods")
         parts.append(r)
     return Group(*parts)
 

@@ -6,8 +6,10 @@ The choosers are `bench packing`'s own (benchmarks/report_choosers.py): gpupack'
 binpack, and bench packing's FGD and best-fit policy objects on a mirror of the snapshot; every
 placement books through binpack, so it is valid. Pods arrive one at a time and nothing leaves (a
 pod group's members are placed one by one), as in bench packing. The pods replayed are every
-non-terminal pod gpupack can read that asks for a GPU, and those asking for none that are pending
-or bound to a node of the picture (their CPU and memory decide how much of a GPU node is usable).
+non-terminal pod gpupack can read that asks for a GPU, and the pending ones asking for none. Pods
+asking for no GPU that are bound to a node of the picture stay there from the start, holding their
+CPU and memory (which decide how much of a GPU node is usable): no GPU policy would have moved them,
+since they pass through gpupack's extender only when they opt in.
 
 With two cores or more the policies run in forked processes (nothing is pickled on the way in; a
 row comes back): `start` forks the first policy's (gpupack, the longest) as soon as the dump is read,
@@ -28,7 +30,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from binpack import Demand, Mix, Snapshot, allocate
+from binpack import Conflict, Demand, DemandKind, Mix, Placement, Snapshot, allocate
 from binpack.catalog import FULL_MILLI
 from binpack.types import Node
 from scheduler.inventory import InvalidInventory, node_from_k8s
@@ -55,22 +57,42 @@ class ReplayRow:
     seconds: float
 
 
-def replay_order(pods: Iterable[tuple[Obj, PodRequest | None]], nodes: Container[str]) -> list[tuple[Obj, PodRequest]]:
-    """The replayed pods in creation order (then namespace/name): the replay's arrival order."""
-    keep = []
+Pods = list[tuple[Obj, PodRequest]]
+
+
+def replay_order(pods: Iterable[tuple[Obj, PodRequest | None]], nodes: Container[str]) -> tuple[Pods, Pods]:
+    """(the replayed pods in creation order, then namespace/name: the replay's arrival order; the pods
+    asking for no GPU bound to one of `nodes`, which stay there and hold their CPU and memory)."""
+    keep, held = [], []
     for p, r in pods:
         if r is None or (p.get("status") or {}).get("phase") in TERMINAL:
             continue
         node = (p.get("spec") or {}).get("nodeName")
-        if r.managed or not node or node in nodes:
+        if r.managed or not node:
             keep.append((p, r))
+        elif node in nodes:
+            held.append((p, r))
 
     def key(pr: tuple[Obj, PodRequest]) -> tuple[str, str, str]:
         meta = pr[0].get("metadata") or {}
         return (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace") or ""),
                 str(meta.get("name") or ""))
 
-    return sorted(keep, key=key)
+    return sorted(keep, key=key), held
+
+
+def _start(nodes: list[Node], held: Pods) -> Snapshot:
+    """The empty nodes, holding the bound pods that ask for no GPU (one that no longer fits is left out:
+    its node was overcommitted, or its request changed)."""
+    snap = Snapshot.build(nodes)
+    for p, r in held:
+        d = r.demand
+        try:
+            snap = allocate(snap, Placement(str((p.get("spec") or {}).get("nodeName")), cpu_milli=d.cpu_milli,
+                                            host_memory_mib=d.host_memory_mib, kind=DemandKind.NONE))
+        except Conflict:
+            continue
+    return snap
 
 
 def listed_nodes(pic: Picture) -> list[Node]:
@@ -94,15 +116,16 @@ def as_bound(pic: Picture, order: Sequence[tuple[Obj, PodRequest]]) -> ReplayRow
 
 @dataclass(frozen=True)
 class _Job:
-    """What every policy's run reads: the empty nodes in listing order and the demands in arrival order."""
+    """What every policy's run reads: the nodes in listing order (empty but for the bound pods that ask for
+    no GPU) and the demands in arrival order."""
 
     empty: Snapshot
     demands: tuple[Demand, ...]
 
 
 def _job_of_picture(pic: Picture) -> _Job:
-    order = replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index)
-    return _Job(Snapshot.build(listed_nodes(pic)), tuple(r.demand for _, r in order))
+    order, held = replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index)
+    return _Job(_start(listed_nodes(pic), held), tuple(r.demand for _, r in order))
 
 
 def _job_of_dump(dump: Dump) -> _Job:
@@ -124,8 +147,8 @@ def _job_of_dump(dump: Dump) -> _Job:
             parsed.append((p, read_pod(p)))
         except InvalidPod:
             continue
-    order = replay_order(parsed, {n.name for n in listed})
-    return _Job(Snapshot.build(listed), tuple(r.demand for _, r in order))
+    order, held = replay_order(parsed, {n.name for n in listed})
+    return _Job(_start(listed, held), tuple(r.demand for _, r in order))
 
 
 def _place_all(job: _Job, policy: str, tick: Tick | None) -> tuple[Snapshot, int, float]:
@@ -235,7 +258,7 @@ class Running:
 
     @staticmethod
     def _as_bound(pic: Picture) -> ReplayRow:
-        return as_bound(pic, replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index))
+        return as_bound(pic, replay_order(((p, r) for p, r, _ in pic.pods), pic.snapshot.static.index)[0])
 
 
 def start(dump: Dump, policies: Sequence[str] = POLICIES, workers: int = 0) -> Running:
