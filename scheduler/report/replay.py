@@ -14,8 +14,9 @@ since they pass through gpupack's extender only when they opt in.
 With two cores or more the policies run in forked processes (nothing is pickled on the way in; a
 row comes back): `start` forks the first policy's (gpupack, the longest) as soon as the dump is read,
 and it parses the nodes and pods itself while this process builds the cluster picture; the others
-start from the picture, on the cores left. Only the learned mix, which the stranded figure needs, is
-sent to the workers once the picture has it. Figures per policy: pods placed, GPUs allocated
+start from the picture, the last in this process (it would otherwise wait), the rest on the cores
+left. Only the learned mix, which the stranded figure needs, is sent to the workers once the picture
+has it. Figures per policy: pods placed, GPUs allocated
 (analyze.gpu_use), stranded GPUs with the cluster's learned mix (analyze.stranded, the extender's
 measure), and FGD's fragmentation as bench packing counts it (its typical pods: the replayed pods).
 """
@@ -30,7 +31,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from binpack import Conflict, Demand, DemandKind, Mix, Placement, Snapshot, allocate
+from binpack import Demand, DemandKind, Mix, Placement, Snapshot, allocate
 from binpack.catalog import FULL_MILLI
 from binpack.types import Node
 from scheduler.inventory import InvalidInventory, node_from_k8s
@@ -83,15 +84,19 @@ def replay_order(pods: Iterable[tuple[Obj, PodRequest | None]], nodes: Container
 
 def _start(nodes: list[Node], held: Pods) -> Snapshot:
     """The empty nodes, holding the bound pods that ask for no GPU (one that no longer fits is left out:
-    its node was overcommitted, or its request changed)."""
+    its node was overcommitted, or its request changed). One booking per node, of their sum: bookings
+    of CPU and memory add up, and one per pod cost a second on 25,000 pods."""
     snap = Snapshot.build(nodes)
+    left = {n.name: [n.cpu_milli, n.memory_mib] for n in nodes}
     for p, r in held:
-        d = r.demand
-        try:
-            snap = allocate(snap, Placement(str((p.get("spec") or {}).get("nodeName")), cpu_milli=d.cpu_milli,
-                                            host_memory_mib=d.host_memory_mib, kind=DemandKind.NONE))
-        except Conflict:
-            continue
+        room, d = left[str((p.get("spec") or {}).get("nodeName"))], r.demand
+        if d.cpu_milli <= room[0] and d.host_memory_mib <= room[1]:
+            room[0] -= d.cpu_milli
+            room[1] -= d.host_memory_mib
+    for n in nodes:
+        cpu, mem = n.cpu_milli - left[n.name][0], n.memory_mib - left[n.name][1]
+        if cpu or mem:
+            snap = allocate(snap, Placement(n.name, cpu_milli=cpu, host_memory_mib=mem, kind=DemandKind.NONE))
     return snap
 
 
@@ -226,29 +231,45 @@ class Running:
             job = _job_of_picture(pic)
             rows = [run_policy(job, p, pic.mix, tick) for p in self.policies]
             return (self._as_bound(pic), *rows)
-        rest = self.policies[1:]
-        groups = max(min(self.workers - 1, len(rest)), 1)
+        # the first policy is under way; the last runs here once the `as bound` row is done, the others
+        # in forked processes on the cores left
+        rest, mine = self.policies[1:-1], self.policies[-1:] if len(self.policies) > 1 else ()
+        groups = min(self.workers - 1, len(rest))
         late = [rest[g::groups] for g in range(groups)]
         for group in late:
             self._fork(lambda: _job_of_picture(pic), group)
         for _ in range(1 + len(late)):  # every worker waits for the mix its stranded figure needs
             self.mixes.put(pic.mix)
-        head = self._as_bound(pic)  # while the workers run
         got: dict[str, ReplayRow] = {}
+
+        def pump(wait: float) -> None:
+            """Take the workers' messages: at most one blocking wait of `wait` seconds."""
+            try:
+                msg = self.out.get(timeout=wait) if wait else self.out.get_nowait()
+                while True:
+                    if msg[0] == "tick" and tick is not None:
+                        tick(*msg[1:])
+                    elif msg[0] == "row":
+                        got[msg[1].policy] = msg[1]
+                    elif msg[0] == "error":
+                        raise RuntimeError(f"replay worker: {msg[1]}")
+                    msg = self.out.get_nowait()
+            except queue.Empty:
+                return
+
+        def here(policy: str, n: int, total: int) -> None:
+            if tick is not None:
+                tick(policy, n, total)
+            pump(0.0)
+
         try:
+            head = self._as_bound(pic)
+            if mine:
+                got[mine[0]] = run_policy(_job_of_picture(pic), mine[0], pic.mix, here)
             while len(got) < len(self.policies):
-                try:
-                    msg = self.out.get(timeout=COLLECT_WAIT_S)
-                except queue.Empty:
-                    if not any(p.is_alive() for p in self.procs) and self.out.empty():
-                        raise RuntimeError("a replay worker ended without its rows") from None
-                    continue
-                if msg[0] == "tick" and tick is not None:
-                    tick(*msg[1:])
-                elif msg[0] == "row":
-                    got[msg[1].policy] = msg[1]
-                elif msg[0] == "error":
-                    raise RuntimeError(f"replay worker: {msg[1]}")
+                if not any(p.is_alive() for p in self.procs) and self.out.empty():
+                    raise RuntimeError("a replay worker ended without its rows")
+                pump(COLLECT_WAIT_S)
         finally:
             for proc in self.procs:
                 proc.join(timeout=5)
