@@ -101,6 +101,6 @@ def register(app: typer.Typer) -> None:
 
     register_synthetic(bench)
     for module in ("benchmarks.latency", "benchmarks.webhook_latency", "benchmarks.group_latency",
-                   "benchmarks.report_bench", "benchmarks.scheduler_bench"):
+                   "benchmarks.report_bench", "benchmarks.report_packing", "benchmarks.scheduler_bench"):
         _register_optional(module)
     app.add_typer(bench, name="bench")

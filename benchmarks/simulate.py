@@ -39,6 +39,9 @@ class RunResult:
     failed: int
     seconds: float  # wall time of the scheduling loop
     cpu_seconds: float  # CPU time of the loop: what the run costs on an otherwise idle core
+    # after the last arrival (not in the JSON; `gpupack report`'s replay is checked against them)
+    allocated_milli: int = 0
+    frag_milli: float = 0.0
 
     @property
     def decision_ms(self) -> float:
@@ -97,6 +100,7 @@ def simulate(policy: str, nodes: NodeTable, pods: PodTable, arrivals: Arrivals,
         if progress is not None and j % step == 0:
             progress(j / n)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    end_alloc, end_frag = state.allocated, tracker.total()
     if progress is not None:
         progress(1.0)
     alloc *= 100.0 / state.capacity
@@ -106,7 +110,7 @@ def simulate(policy: str, nodes: NodeTable, pods: PodTable, arrivals: Arrivals,
     frag_curve = bin_curve(arrived, frag, upto)
     return RunResult(policy, arrivals.seed, round(at(curve, 100), 3), round(at(curve, upto), 3),
                      round(at(frag_curve, 100), 3), curve, frag_curve, n, failed, round(seconds, 3),
-                     round(cpu, 3))
+                     round(cpu, 3), end_alloc, end_frag)
 
 
 def run(policy: str, nodes: NodeTable, pods: PodTable, seed: int, progress: Progress | None = None) -> RunResult:

@@ -34,7 +34,7 @@ from binpack.topology import all_linked, best_set, dgx1_v100, nvswitch, pcie_onl
 from binpack.types import Gpu, MigMode, Node
 
 POLICIES = ("gpupack", "fgd", "first-fit", "random")
-OTHERS = ("best-fit",)  # run when named (`gpupack report`'s replay uses it)
+OTHERS = ("best-fit",)  # run when named
 # gpupack with one idea left out (run when named): contention (by selector, shape and NVLink), and
 # the multi-GPU classes kept in the mix past FGD's coverage cut
 ABLATIONS = {"gpupack-no-contention": (ScorePolicy(contention=0.0), True),

@@ -11,7 +11,6 @@ could not use where it lies.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,16 +215,3 @@ def pending(pic: Picture) -> tuple[PendingPod, ...]:
             n_fit, why = why_not(pic.snapshot, req)
             out.append(PendingPod(ns, name, describe(req), n_fit, why))
     return tuple(sorted(out, key=lambda w: w.fits_on > 0))  # those that fit nowhere first
-
-
-def created_order(pods: Iterable[tuple[Obj, PodRequest | None, str]]) -> list[tuple[Obj, PodRequest]]:
-    """Non-terminal GPU pods in creation order (then namespace/name): the replay's arrival order."""
-    keep = [(p, r) for p, r, _ in pods if r is not None and r.managed
-            and (p.get("status") or {}).get("phase") not in TERMINAL]
-
-    def key(pr: tuple[Obj, PodRequest]) -> tuple[str, str, str]:
-        meta = pr[0].get("metadata") or {}
-        return (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace") or ""),
-                str(meta.get("name") or ""))
-
-    return sorted(keep, key=key)

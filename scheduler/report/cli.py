@@ -52,19 +52,21 @@ def report(
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="write a PNG of allocation and the replay here")] = None,
     replay: Annotated[bool, typer.Option(help="place the same GPU pods again with gpupack, FGD and best-fit")] = True,
+    replay_workers: Annotated[int, typer.Option(min=0, help="processes for the replay's policies (0: one per "
+                                                          "policy, at most one per CPU)")] = 0,
 ) -> None:
     """GPU allocation, stranded GPUs and MIG slices per model, pending GPU pods and why, and a replay."""
     from scheduler.report.analyze import pending, per_model, read
     from scheduler.report.render import report_json, report_png, report_tables
-    from scheduler.report.replay import POLICIES, ReplayRow
-    from scheduler.report.replay import replay as run_replay
+    from scheduler.report.replay import POLICIES, ReplayRow, start
 
     console = _console(json_out)
     dump = _source(src, kubeconfig, context, console)
+    running = start(dump, POLICIES, replay_workers) if replay else None  # some policies begin now
     pic = read(dump)
     models, waiting = per_model(pic.snapshot, pic.mix), pending(pic)
     rows: tuple[ReplayRow, ...] = ()
-    if replay:
+    if running is not None:
         with Progress(TextColumn("replay {task.description:>10}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             bars = {p: progress.add_task(p, total=None, start=False) for p in POLICIES}
@@ -74,7 +76,7 @@ def report(
                     progress.start_task(bars[policy])
                 progress.update(bars[policy], completed=done, total=total)
 
-            rows = run_replay(pic, POLICIES, tick)
+            rows = running.finish(pic, tick)
     invalid = dict(pic.view.invalid)
     if json_out:
         typer.echo(orjson.dumps(report_json(dump.source, models, waiting, rows, invalid),

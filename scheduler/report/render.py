@@ -59,14 +59,16 @@ def report_tables(source: str, models: tuple[ModelRow, ...], waiting: tuple[Pend
         p.caption = f"first 50 of {len(waiting)}; --json lists them all"
     parts.append(p)
     if replay:
-        r = Table(title="replay: the same GPU pods, creation order, from empty nodes", title_justify="left",
+        r = Table(title="replay: the same pods, creation order, from empty nodes", title_justify="left",
                   box=box.SIMPLE_HEAD)
-        for col in ("policy", "placed", "not placed", "alloc GPUs", "alloc %", "stranded", "s"):
+        for col in ("policy", "placed", "not placed", "alloc GPUs", "alloc %", "stranded", "FGD frag", "s"):
             r.add_column(col, justify="left" if col == "policy" else "right")
         for row in replay:
             r.add_row(row.policy, str(row.placed), str(row.unplaced), f"{row.allocated:.1f}",
-                      _pct(row.allocated, gpus), f"{row.stranded:.1f}",
+                      _pct(row.allocated, gpus), f"{row.stranded:.1f}", f"{row.fgd_frag:.1f}",
                       f"{row.seconds:.1f}" if row.policy != "as bound" else "-")
+        r.caption = ("pods: GPU pods and pending pods without GPUs (bound ones stay on their nodes); FGD frag: "
+                     "bench packing's fragmentation, FGD's measure with the replayed pods' typical pods")
         parts.append(r)
     return Group(*parts)
 
