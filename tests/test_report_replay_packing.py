@@ -22,10 +22,10 @@ from benchmarks.report_packing import POLICIES, check, cut, packing_dump
 from benchmarks.synthetic import make_cluster, make_workload
 from benchmarks.trace import load_trace
 from binpack import DemandKind, Snapshot, Topology, allocate
-from scheduler.podspec import read_pod
 from scheduler.report.analyze import read
 from scheduler.report.dump import split
 from scheduler.report.replay import replay
+from scheduler.translate.pod import read_pod
 
 CASES = [("default", 42, 90), ("gpuspec33", 43, 90)]  # gpuspec33: tasks restricted to GPU models
 

@@ -34,11 +34,11 @@ from typing import Any
 from binpack import Demand, DemandKind, Mix, Placement, Snapshot, allocate
 from binpack.catalog import FULL_MILLI
 from binpack.types import Node
-from scheduler.inventory import InvalidInventory, node_from_k8s
-from scheduler.podspec import InvalidPod, PodRequest, read_pod
 from scheduler.report.analyze import Picture, gpu_use, materialize, stranded
 from scheduler.report.dump import Dump, Obj
 from scheduler.state.cluster import TERMINAL
+from scheduler.translate.inventory import InvalidInventory, node_from_k8s
+from scheduler.translate.pod import InvalidPod, PodRequest, read_pod
 
 POLICIES = ("gpupack", "fgd", "best-fit")
 Tick = Callable[[str, int, int], None]  # (policy, pods done, pods in all)
