@@ -248,3 +248,28 @@ def test_a_pod_gpupack_cannot_read_is_reported_not_fatal(shared: Path, tmp_path:
     assert w.asks == "invalid" and "cannot read its GPU request" in w.reason and "9g.99gb" in w.reason
     out = runner.invoke(app, ["explain", "default/bad", "--from", str(path)])
     assert out.exit_code == 2 and "9g.99gb" in out.output
+
+
+def test_bulk_read_pauses_the_cyclic_gc_then_freezes_what_was_read() -> None:
+    import gc
+
+    from scheduler.report.bulk import bulk_read
+
+    was, frozen = gc.isenabled(), gc.get_freeze_count()
+    try:
+        gc.enable()
+        with bulk_read():
+            assert not gc.isenabled()  # no collection walks the heap while the dump is read
+            kept = [[i] for i in range(1000)]  # lists: always tracked by the collector
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)  # read objects frozen
+        gc.disable()
+        with bulk_read():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+        with pytest.raises(RuntimeError), bulk_read():
+            raise RuntimeError("a failed read")
+        assert not gc.isenabled() and gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()

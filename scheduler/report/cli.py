@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from scheduler.report.bulk import bulk_read
 from scheduler.report.dump import Dump, DumpError, from_kubeconfig, load
 from scheduler.translate.pod import InvalidPod
 
@@ -61,9 +62,10 @@ def report(
     from scheduler.report.replay import POLICIES, ReplayRow, start
 
     console = _console(json_out)
-    dump = _source(src, kubeconfig, context, console)
-    running = start(dump, POLICIES, replay_workers) if replay else None  # some policies begin now
-    pic = read(dump)
+    with bulk_read():
+        dump = _source(src, kubeconfig, context, console)
+        running = start(dump, POLICIES, replay_workers) if replay else None  # some policies begin now
+        pic = read(dump)
     models, waiting = per_model(pic.snapshot, pic.mix), pending(pic)
     rows: tuple[ReplayRow, ...] = ()
     if running is not None:
@@ -102,7 +104,8 @@ def explain(
     from scheduler.report.render import explain_json, explain_tables
 
     console = _console(json_out)
-    pic = read(_source(src, kubeconfig, context, console))
+    with bulk_read():
+        pic = read(_source(src, kubeconfig, context, console))
     try:
         e = run_explain(pic, pod)
     except (DumpError, InvalidPod) as err:

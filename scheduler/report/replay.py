@@ -23,6 +23,7 @@ measure), and FGD's fragmentation as bench packing counts it (its typical pods: 
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import queue
@@ -197,6 +198,10 @@ def _worker(make: Callable[[], _Job], policies: Sequence[str], out: Any, mixes: 
     """A forked process: build the job, replay its policies, then (with the mix) send their rows."""
     try:
         job = make()
+        # forked while the parent read the dump with the cyclic GC off (report/cli.py bulk_read): what the
+        # job parsed lives until the end, so freeze it and collect only what the replay makes
+        gc.freeze()
+        gc.enable()
         done = [(p, *_place_all(job, p, lambda q, n, total: out.put(("tick", q, n, total)))) for p in policies]
         mix = mixes.get(timeout=MIX_WAIT_S)
         for p, snap, placed, seconds in done:
