@@ -208,7 +208,7 @@ class AllocatingBinder(ClaimBinder):
                     return [], (f"gpupack: {e}", "failed")
         # the bind's node lock, as for any bind; a group's other members' nodes are covered by the state lock,
         # under which their devices are chosen and booked at once (one node lock at a time: state/locks.py)
-        with self._node_lock(jobs[0].node), self.state.lock:
+        with self._node_lock(jobs[0].node), self.state.atomic():
             for job in jobs:
                 for obj in job.claims:
                     self.dra.adopt(obj)

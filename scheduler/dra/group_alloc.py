@@ -32,7 +32,7 @@ class Sibling:
 
 def siblings(state: ClusterState, uid: str) -> list[Sibling]:
     """The other members of the pod's group that hold a live reservation (assumed, the Binding not made yet)."""
-    with state.lock:
+    with state.atomic():
         own = state.booking(uid)
         if own is None or own.group is None:
             return []

@@ -44,7 +44,7 @@ class ClaimVeto:
         specs = []
         todo = []
         only = ""
-        with self.state.lock:
+        with self.state.atomic():
             for cname in (*refs.names, *made):
                 c = self.dra.claim(req.namespace, cname)
                 obj = self.dra.claim_objs.get(c.uid) if c is not None else None

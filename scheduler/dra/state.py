@@ -5,8 +5,10 @@ node is the one DRA allocates from; claims with an allocation are bookings (`cla
 per node and device kind), whoever allocated them, so DRA pods and device-plugin pods never share a
 device in gpupack's view. A claim whose allocation goes away, or that is deleted, frees its devices.
 A slice change re-books the claims of its pools (device names may now map elsewhere). Everything
-here runs under ClusterState's lock, from its event queue. Per slice or claim, what cannot be read
-is logged once (per resourceVersion) and left out; nothing here raises into the watch.
+here runs under ClusterState's lock (from its event queue, or inside `state.atomic()`), and reaches the
+ledger only through ClusterState's methods (state/claims.py: `book_claims`, `refresh_node`...). Per slice
+or claim, what cannot be read is logged once (per resourceVersion) and left out; nothing here raises into
+the watch.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from scheduler.dra.slices import DRIVER, DraInventory, InvalidSlice, ParsedSlice
 from scheduler.logfmt import about
 from scheduler.state.cluster import ClusterState
 from scheduler.state.kubeapi import Obj, WatchEvent
-from scheduler.state.ledger import Booking
 from scheduler.translate.pod import PodRequest
 
 log = logging.getLogger("gpupack.dra")
@@ -75,7 +76,7 @@ class DraState:
 
     # -- nodes and slices -------------------------------------------------------------------------------
     def is_dra_node(self, name: str) -> bool:
-        with self.state.lock:
+        with self.state.atomic():
             return name in self.inventories
 
     def _node(self, node: Node) -> Node:
@@ -139,15 +140,14 @@ class DraState:
             self._pools.update((s.pool, node) for s in live)
         else:
             self.inventories.pop(node, None)
-        ledger = self.state.ledger
-        if node in ledger.nodes and node in self._base:
-            ledger.put_node(self._node(self._base[node]))
+        if node in self._base:
+            self.state.refresh_node(self._node(self._base[node]))
         for uid in sorted({u for p in pools for u in self._by_pool.get(p, ())}):
             self._book(self.claims[uid])
 
     def node_devices(self, node: str) -> NodeDevices | None:
         """The node's devices for allocate mode (inventory places, slice JSON, CEL view); None without slices."""
-        with self.state.lock:
+        with self.state.atomic():
             inv = self.inventories.get(node)
             if inv is None:
                 return None
@@ -213,14 +213,14 @@ class DraState:
 
     def adopt(self, obj: Obj) -> None:
         """A claim read at bind, newer than the watch may have brought yet: the truth from now on."""
-        with self.state.lock:
+        with self.state.atomic():
             self.state.drain()
             self._put_claim(obj)
 
     def assume_claim(self, obj: Obj) -> None:
         """Allocate mode: the claim as a bind is writing it (allocated); its devices are taken at once and stay
         taken while the watch still brings the claim's older states, until `forget_claim` or a newer state."""
-        with self.state.lock:
+        with self.state.atomic():
             self.state.drain()
             uid = str(_meta(obj).get("uid") or "")
             self._assumed[uid] = obj
@@ -228,7 +228,7 @@ class DraState:
 
     def forget_claim(self, uid: str, back_to: Obj | None = None) -> None:
         """Undo `assume_claim` (the writes failed): the claim as it was before, or as the watch said last."""
-        with self.state.lock:
+        with self.state.atomic():
             self._assumed.pop(uid, None)
             if back_to is not None:
                 self._put_claim(back_to)
@@ -276,8 +276,7 @@ class DraState:
             return
         self._by_name.pop((c.namespace, c.name), None)
         self._unindex(c)
-        for key in self._keys.pop(uid, ()):
-            self.state.ledger.drop(key)
+        self.state.unbook_claims(self._keys.pop(uid, ()))
 
     def _book(self, c: Claim) -> None:
         """The claim's devices as ledger bookings (none when it is not allocated)."""
@@ -286,12 +285,9 @@ class DraState:
             self._say({"uid": c.uid, "resourceVersion": c.resource_version,
                        "name": f"{c.namespace}/{c.name}"}, f"resourceclaim {c.namespace}/{c.name}: {why}")
         keys = tuple(f"claim:{c.uid}:{i}" for i in range(len(ps)))
-        ledger = self.state.ledger
-        for key in self._keys.get(c.uid, ()):
-            if key not in keys:
-                ledger.drop(key)
-        for key, p in zip(keys, ps, strict=True):
-            ledger.put(Booking(key, p))  # a device someone else holds too: kept unapplied, counted in conflicts
+        # a device someone else holds too: kept unapplied, counted in the ledger's conflicts
+        gone = [k for k in self._keys.get(c.uid, ()) if k not in keys]
+        self.state.book_claims(zip(keys, ps, strict=True), drop=gone)
         if keys:
             self._keys[c.uid] = keys
         else:
@@ -300,20 +296,18 @@ class DraState:
     def claimed_by(self, pod_uid: str) -> list[Placement]:
         """The devices of the claims reserved for this pod alone (freed when it goes: the resourceclaim
         controller deallocates a claim nobody reserves), as applied in the ledger."""
-        with self.state.lock:
-            ledger = self.state.ledger
-            ledger.snapshot()  # `applied` is current only with the snapshot
+        with self.state.atomic():
             out = []
             for uid in sorted(self._reserved.get(pod_uid, ())):
                 c = self.claims.get(uid)
                 if c is not None and c.reserved_for == (pod_uid,):
-                    out += [ledger.bookings[k].placement for k in self._keys.get(uid, ()) if k in ledger.applied]
+                    out += self.state.applied_placements(self._keys.get(uid, ()))
             return out
 
     def generated_claim(self, namespace: str, pod_uid: str, pod_claim: str) -> str:
         """The name of the claim the resourceclaim controller made for the pod's template claim `pod_claim`
         (owned by the pod, annotated with the pod claim's name), before the pod's status names it; "" if none."""
-        with self.state.lock:
+        with self.state.atomic():
             for obj in self.claim_objs.values():
                 meta = _meta(obj)
                 if str(meta.get("namespace") or "") != namespace:
@@ -326,7 +320,7 @@ class DraState:
             return ""
 
     def claim(self, namespace: str, name: str) -> Claim | None:
-        with self.state.lock:
+        with self.state.atomic():
             uid = self._by_name.get((namespace, name))
             return self.claims.get(uid) if uid else None
 
@@ -336,7 +330,7 @@ class DraState:
         refs = claim_refs(pod)
         if not refs.names and not refs.pending:
             return req
-        with self.state.lock:
+        with self.state.atomic():
             self._waiting[req.uid] = (pod, req)
             self._waiting.move_to_end(req.uid)
             if len(self._waiting) > self._request_cache:

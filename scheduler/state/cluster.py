@@ -5,12 +5,14 @@ become bookings (bound, non-terminal pods with `gpupack.io/devices`, scheduler/t
 foreign whole GPUs (bound pods holding nvidia.com/gpu without that record). Watch events are queued
 by the watcher threads and applied in order under one lock; every verb drains the queue first, so
 filter never answers from a state older than the events gpupack has received. DRA (scheduler/dra)
-plugs in through `handlers` (more kinds), `node_hook`, `translate` and `claimed_by`. Node heartbeats that
+plugs in through `handlers` (more kinds), `node_hook`, `translate` and `claimed_by`, and books its claims
+through state/claims.py. Node heartbeats that
 change nothing gpupack reads are skipped before parsing. The workload mix is learned from every
 pod seen, once per pod UID.
 
 The one gate: no module outside scheduler/state touches the ledger, the lock or the pods; they ask these
-methods (`holds`, `holdings`, `reserve_all`, `group_bookings`, `release_group`, `renew`, `atomic`...). The lock
+methods (`holds`, `holdings`, `reserve_all`, `group_bookings`, `release_group`, `renew`, `book_claims`,
+`atomic`...). The lock
 is made by state/locks.py, which holds the lock order.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 import orjson
 
 from binpack import Conflict, DemandKind, Mix, MixLearner, Node, Placement, Snapshot, allocate, set_foreign
+from scheduler.state.claims import ClaimBookings
 from scheduler.state.group_state import PodGroupState
 from scheduler.state.holdings import Hold, NodeHoldings
 from scheduler.state.kubeapi import Obj, WatchEvent
@@ -51,13 +54,13 @@ class StateView:
 RAW_CACHE_BYTES = 64 * 2**20  # demo mode's raw pods (bind adopts them), bounded by their JSON size
 
 
-class ClusterState(PodGroupState):
+class ClusterState(PodGroupState, ClaimBookings):
     """Nodes, pods, the ledger and the learned mix, behind one lock."""
 
     def __init__(self, assume_ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
                  mix_refresh_s: float = 2.0, request_cache: int = 4096, keep_raw: bool = False,
                  raw_cache_bytes: int = RAW_CACHE_BYTES) -> None:
-        self.lock = ordered(STATE, threading.RLock())  # scheduler/dra still takes it directly
+        self.lock = ordered(STATE, threading.RLock())  # others hold it only through atomic()
         self.clock = clock
         self.assume_ttl_s = assume_ttl_s
         self.ledger = Ledger()
