@@ -18,7 +18,7 @@ from scheduler.dra.routing import Routing
 from scheduler.dra.state import DraState
 from scheduler.events import EventRecorder
 from scheduler.extender.metrics import Metrics
-from scheduler.extender.routes import Deps, build_router
+from scheduler.extender.routes import Deps, ExtenderApp, build_router
 from scheduler.extender.verdicts import Engine
 from scheduler.groups import PodGroups
 from scheduler.settings import Settings
@@ -47,7 +47,7 @@ def make_api(settings: Settings, state: ClusterState) -> KubeApi:
 
 
 def create_app(settings: Settings | None = None, api: KubeApi | None = None,
-               state: ClusterState | None = None) -> FastAPI:
+               state: ClusterState | None = None) -> ExtenderApp:
     settings = settings or Settings()
     state = state or ClusterState(settings.assume_ttl_s, mix_refresh_s=settings.mix_refresh_s)
     api = api or make_api(settings, state)
@@ -87,10 +87,11 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
             watcher.stop()
             events.close()
 
-    app = FastAPI(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = ExtenderApp(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
+                      openapi_url=None)
     deps = Deps(state, engine, binder, metrics, settings.max_body_bytes, settings.body_timeout_s, settings.max_nodes)
-    app.include_router(build_router(deps, settings.url_prefix))
+    app.verbs = {}
+    app.include_router(build_router(deps, settings.url_prefix, app.verbs))
     app.state.gpupack = deps
     app.state.watcher = watcher
     app.state.groups = groups

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from scheduler.extender import wire
 from scheduler.extender.metrics import Metrics
@@ -85,7 +86,33 @@ def _json(body: bytes, status: int = 200) -> Response:
     return Response(content=body, status_code=status, media_type=JSON)
 
 
-def build_router(deps: Deps, prefix: str) -> APIRouter:
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ExtenderApp(FastAPI):
+    """FastAPI with a direct path for the four verbs.
+
+    kube-scheduler calls filter, prioritize and bind for every pod, and each verb already reads its raw
+    body, answers bytes and turns every failure into its result type: FastAPI's middleware stack,
+    routing and endpoint machinery around it add nothing but ~20% of gpupack's CPU per pod (py-spy under
+    a real kube-scheduler, docs/benchmarks.md). So a POST to a verb's path goes straight to its handler;
+    everything else (health, readiness, metrics, lifespan) goes through FastAPI as usual. The same
+    handlers are registered as FastAPI routes too, so the app describes itself the same way."""
+
+    verbs: dict[str, Handler]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.verbs.get(scope["path"]) if hasattr(self, "verbs") else None
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def build_router(deps: Deps, prefix: str, verbs: dict[str, Handler] | None = None) -> APIRouter:
+    """The verbs as FastAPI routes; each handler is also put in `verbs` by path (ExtenderApp's direct path)."""
     router = APIRouter()
     state, engine, metrics = deps.state, deps.engine, deps.metrics
 
@@ -123,6 +150,8 @@ def build_router(deps: Deps, prefix: str) -> APIRouter:
                 return resp
 
             router.add_api_route(f"{prefix}/{name}", handler, methods=["POST"], name=name)
+            if verbs is not None:
+                verbs[f"{prefix}/{name}"] = handler
             return handler
 
         return wrap
