@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from dra_support import load, nodes, slices
 from extender_support import wait_for
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
-from test_state_kubeapi import _fake_apiserver, _status
+from test_state_kubeapi import _fake_apiserver, _status, apiserver
 
 from scheduler.extender.app import create_app
 from scheduler.settings import Settings
@@ -74,28 +71,6 @@ def _with_dra(mem: DraMemoryApi) -> FastAPI:
     return app
 
 
-@contextmanager
-def apiserver(app: FastAPI, tmp: Path) -> Iterator[Path]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    wait_for(lambda: server.started)
-    cfg = tmp / "kubeconfig"
-    cfg.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
-users: [{{name: u, user: {{token: test}}}}]
-contexts: [{{name: c, context: {{cluster: fake, user: u}}}}]
-current-context: c
-""")
-    try:
-        yield cfg
-    finally:
-        server.should_exit = True
-        t.join(10)
 
 
 def test_kubernetes_client_dra_calls(tmp_path: Path) -> None:

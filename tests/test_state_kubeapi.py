@@ -85,11 +85,12 @@ def _fake_apiserver(mem: MemoryApi) -> FastAPI:
 
 
 @contextmanager
-def apiserver(mem: MemoryApi, tmp: Path) -> Iterator[Path]:
+def apiserver(app: FastAPI, tmp: Path) -> Iterator[Path]:
+    """Serve a fake API server app on 127.0.0.1 and yield a kubeconfig pointing at it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(_fake_apiserver(mem), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     wait_for(lambda: server.started)
@@ -110,7 +111,7 @@ current-context: c
 
 def test_kubernetes_client_calls(shared: Path, tmp_path: Path) -> None:
     mem = MemoryApi(fixture_nodes(shared), [pod("a", {"nvidia.com/gpu": "1"})])
-    with apiserver(mem, tmp_path) as cfg:
+    with apiserver(_fake_apiserver(mem), tmp_path) as cfg:
         api = KubernetesApi(str(cfg), timeout_s=2)
         api.page = 3  # the fixture has 4 nodes: the list takes two pages
         items, _ = api.list_nodes()
@@ -139,7 +140,7 @@ def test_kubernetes_client_calls(shared: Path, tmp_path: Path) -> None:
 def test_live_mode_filters_and_binds(shared: Path, tmp_path: Path) -> None:
     p = pod("live", {"nvidia.com/gpu": "2"})
     mem = MemoryApi(fixture_nodes(shared), [p])
-    with apiserver(mem, tmp_path) as cfg:
+    with apiserver(_fake_apiserver(mem), tmp_path) as cfg:
         # watches last 60 s: only closing them at shutdown lets stop()'s bounded join (5 s) see them end
         app = create_app(Settings(kubeconfig=cfg, watch_timeout_s=60, api_timeout_s=2))
         state = app.state.gpupack.state
