@@ -90,7 +90,6 @@ def create_app(settings: Settings | None = None, api: KubeApi | None = None,
     app = ExtenderApp(title="gpupack scheduler extender", lifespan=lifespan, docs_url=None, redoc_url=None,
                       openapi_url=None)
     deps = Deps(state, engine, binder, metrics, settings.max_body_bytes, settings.body_timeout_s, settings.max_nodes)
-    app.verbs = {}
     app.include_router(build_router(deps, settings.url_prefix, app.verbs))
     app.state.gpupack = deps
     app.state.watcher = watcher

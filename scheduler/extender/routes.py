@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -99,11 +100,13 @@ class ExtenderApp(FastAPI):
     everything else (health, readiness, metrics, lifespan) goes through FastAPI as usual. The same
     handlers are registered as FastAPI routes too, so the app describes itself the same way."""
 
-    verbs: dict[str, Handler]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verbs: dict[str, Handler] = {}  # path -> handler, filled by build_router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.verbs.get(scope["path"]) if hasattr(self, "verbs") else None
+            handler = self.verbs.get(scope["path"])
             if handler is not None:
                 response = await handler(Request(scope, receive))
                 await response(scope, receive, send)
