@@ -5,7 +5,7 @@ that sees the same cluster. Two holders, each with one invalidation rule:
 
 - `Cycle`, per snapshot generation (any bind, watch event or learned mix change makes a new one):
   per demand its fit verdict, per (demand, mix) its float scores, per (node list, demand) the filter
-  answer bytes. The newest two generations are kept (a request may still hold the previous view);
+  and the prioritize answer bytes. The newest two generations are kept (a request may still hold the previous view);
   the older one drops its answers at once (only the newest is asked for them again).
 - `LayoutTables`, per cluster layout (snapshot Static: the nodes and their GPUs, shared by every
   generation until a node is added or removed): request node lists resolved to snapshot rows, and
@@ -80,12 +80,13 @@ class Passed:
     pod given the same cached answer, so the list prioritize then gets is cut from the filter's list
     once (`subset`, with its answer template) rather than per pod."""
 
-    __slots__ = ("_sub", "keep", "names", "table")
+    __slots__ = ("_sub", "keep", "names", "raw", "table")
 
     def __init__(self, table: Names, keep: np.ndarray, names: list[str]) -> None:
         self.table = table
         self.keep = keep
         self.names = names
+        self.raw: bytes | None = None  # the names as filter's answer encoded them
         self._sub: Names | None = None
 
     def subset(self) -> Names:
@@ -104,9 +105,11 @@ class Answer:
 
     @property
     def weight(self) -> int:
-        """Bytes held: the body, and at most TEMPLATE_BYTES per passed name once prioritize has cut
-        their list and answer template."""
-        return len(self.body) + (TEMPLATE_BYTES * len(self.passed.names) if self.passed is not None else 0)
+        """Bytes held: the body, the passed names' encoding, and at most TEMPLATE_BYTES per passed name
+        once prioritize has cut their list and answer template."""
+        if self.passed is None:
+            return len(self.body)
+        return len(self.body) + len(self.passed.raw or b"") + TEMPLATE_BYTES * len(self.passed.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,16 @@ class AnswerKey:
     table: Names
     demand: Demand
     soft: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RankKey:
+    """A prioritize answer is the same for every pod with this demand (its float scores) and node list,
+    in the form the list gets (every node from its template, or the sparse list: wire.prioritize_result)."""
+
+    table: Names
+    values: ValuesKey
+    full: bool
 
 
 @dataclass(eq=False)
@@ -160,12 +173,12 @@ class Cycle:
                 self.scores.put(key, hit)
         return hit
 
-    def answer(self, key: AnswerKey) -> Answer | None:
+    def answer(self, key: AnswerKey | RankKey) -> Answer | None:
         with self.lock:
             got: Answer | None = self.answers.get(key)
         return got
 
-    def keep_answer(self, key: AnswerKey, answer: Answer) -> None:
+    def keep_answer(self, key: AnswerKey | RankKey, answer: Answer) -> None:
         with self.lock:
             self.answers.put(key, answer)
 
@@ -181,12 +194,16 @@ class LayoutTables:
 
     def same_list(self, names: Sequence[str]) -> Names | None:
         """A recently resolved list equal to `names` (a list in another order fails at once)."""
+        return self._find(lambda t: t.names == names)
+
+    def same_raw(self, raw: bytes) -> Names | None:
+        """A recently resolved list sent as exactly these bytes (one memcmp each)."""
+        return self._find(lambda t: t.raw == raw)
+
+    def _find(self, same: Callable[[Names], bool]) -> Names | None:
         with self.lock:
             recent = list(self.recent)
-        for t in recent:
-            if t.names == names:
-                return t
-        return None
+        return next((t for t in recent if same(t)), None)
 
     def remember(self, table: Names) -> None:
         with self.lock:

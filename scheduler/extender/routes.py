@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -175,7 +174,7 @@ def build_router(deps: Deps, prefix: str, verbs: dict[str, Handler] | None = Non
         view = state.view()
         if not view.ready:
             return _json(wire.filter_error(NOT_READY, args.items is None))
-        table = engine.names(view, args.names)
+        table = engine.table(view, args)
         req, invalid = pod_request(args.pod)
         answer, reasons = engine.filter_answer(view, req, invalid, table, args)
         for reason, n in reasons.items():
@@ -189,10 +188,9 @@ def build_router(deps: Deps, prefix: str, verbs: dict[str, Handler] | None = Non
         meta = args.pod.get("metadata")
         uid = meta.get("uid") if isinstance(meta, dict) else ""
         # the node list is checked before the pod is read: a 400 must leave the learned mix as it was
-        table = engine.names(view, args.names, uid if isinstance(uid, str) else "")
+        table = engine.table(view, args, uid if isinstance(uid, str) else "")
         req, _ = pod_request(args.pod)
-        scores = engine.prioritize(view, req, table) if view.ready else np.zeros(len(args.names), np.int64)
-        return _json(wire.prioritize_result(table.template, scores))
+        return _json(engine.prioritize_answer(view, req, table))
 
     @verb("bind", wire.binding_result)
     async def _bind(body: bytes) -> Response:

@@ -17,13 +17,23 @@ from itertools import compress, repeat
 from typing import Protocol
 
 import numpy as np
+import orjson
 
 from binpack import Demand, FitResult, Reason, fit, score
 from binpack.fit import model_sets
 from binpack.score import MAX_SCORE, integer_scores
 from binpack.snapshot import Static
 from scheduler.extender import wire
-from scheduler.extender.cycle import CACHE_SIZE, Answer, AnswerKey, Passed, ValuesKey, VerbCache
+from scheduler.extender.cycle import (
+    CACHE_SIZE,
+    Answer,
+    AnswerKey,
+    LayoutTables,
+    Passed,
+    RankKey,
+    ValuesKey,
+    VerbCache,
+)
 from scheduler.extender.shortlist import shortlist
 from scheduler.state.cluster import StateView
 from scheduler.state.plugin import Pin, Plugins
@@ -71,6 +81,7 @@ class Names:
         self.rows = rows
         self.static = static  # the snapshot layout the rows index
         self.reused = False
+        self.raw: bytes | None = None  # the list's JSON as it was sent, when it came that way
         self._parts = parts
         self._parent = parent  # (the list this one was cut from, the positions kept)
         self._template: wire.ScoreTemplate | None = None
@@ -132,8 +143,7 @@ class Engine:
 
         `uid`: prioritize's list is usually exactly what filter passed for the pod; then it is cut
         from filter's list (one list comparison) instead of being looked up name by name."""
-        static = view.snapshot.static
-        layout = self.cache.layout(static)
+        layout = self.cache.layout(view.snapshot.static)
         stash = layout.passed_for(uid) if uid else None
         if stash is not None and names == stash.names:
             return stash.subset()
@@ -141,6 +151,27 @@ class Engine:
         if same is not None:
             same.reused = True
             return same
+        return self._resolve(layout, names, None)
+
+    def table(self, view: StateView, args: wire.ExtenderArgs, uid: str = "") -> Names:
+        """`names` for a request's list; one sent as raw bytes (wire.ExtenderArgs.raw) is compared as
+        bytes, with what filter passed for the pod and with the lists seen last, and parsed only when
+        it matches none."""
+        raw = args.raw
+        if raw is None:
+            return self.names(view, args.names, uid)
+        layout = self.cache.layout(view.snapshot.static)
+        stash = layout.passed_for(uid) if uid else None
+        if stash is not None and stash.raw == raw:
+            return stash.subset()
+        same = layout.same_raw(raw)
+        if same is not None:
+            same.reused = True
+            return same
+        return self._resolve(layout, args.names, raw)
+
+    def _resolve(self, layout: LayoutTables, names: Sequence[str], raw: bytes | None) -> Names:
+        static = layout.static
         try:
             rows = np.fromiter(map(static.index.get, names, repeat(-1)), np.int64, len(names))
         except TypeError:  # an unhashable element
@@ -148,6 +179,7 @@ class Engine:
         if (rows < 0).any():
             wire.require_names(names)  # an unknown name may be a number, not a node
         hit = Names(names, rows, self.cache.part_table(), static)
+        hit.raw = raw
         layout.remember(hit)
         return hit
 
@@ -166,7 +198,13 @@ class Engine:
                     self.cache.layout(table.static).pass_(req.uid, hit.passed)
                 return hit.body, hit.reasons
         out = self.filter(view, req, invalid, table)
-        body = wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names)
+        raw = None
+        if args.items is None and out.passed_names is not None:
+            # encoded once: the answer's NodeNames, and what prioritize's list is compared with
+            raw = orjson.dumps(out.passed_names)
+            if out.stash is not None:
+                out.stash.raw = raw
+        body = wire.filter_result(args, out.passed, out.failed, out.unresolvable, out.passed_names, raw)
         if key is not None:
             self.cache.cycle(view.snapshot.generation).keep_answer(
                 key, Answer(body, out.reasons, out.stash))
@@ -252,6 +290,22 @@ class Engine:
             out.reasons[label] = out.reasons.get(label, 0) + k
 
     # -- prioritize -------------------------------------------------------------------------------------
+    def prioritize_answer(self, view: StateView, req: PodRequest | None, table: Names) -> bytes:
+        """The HostPriorityList; the same for every pod with the same demand and node list at one
+        snapshot and mix, so it is made once (as filter's answer is)."""
+        if req is None or not req.managed or not view.ready:
+            scores = self.prioritize(view, req, table) if view.ready else np.zeros(len(table.names), np.int64)
+            return wire.prioritize_result(table.template, scores)
+        template = table.template
+        key = RankKey(table, ValuesKey(req.demand, view.mix.version, len(view.mix)),
+                      isinstance(template, wire.ScoreTemplate))
+        cycle = self.cache.cycle(view.snapshot.generation)
+        hit = cycle.answer(key)
+        if hit is None:
+            hit = Answer(wire.prioritize_result(template, self.prioritize(view, req, table)), {}, None)
+            cycle.keep_answer(key, hit)
+        return hit.body
+
     def prioritize(self, view: StateView, req: PodRequest | None, table: Names) -> np.ndarray:
         """Integer scores 0..10 for the nodes given, spread over those where the pod fits."""
         names = table.names

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from functools import lru_cache
 
 from binpack.types import MAX_AMOUNT
 
@@ -41,6 +42,11 @@ def parse_quantity(raw: object) -> Fraction:
         raise ValueError(f"quantity: {_short(raw)} is not a string or number")
     if len(raw) > MAX_TEXT:
         raise ValueError(f"quantity: {_short(raw)} is longer than {MAX_TEXT} characters")
+    return _text(raw)
+
+
+@lru_cache(maxsize=4096)  # a cluster's pods repeat a few quantity texts ("100m", "128Mi", "1"): parse each once
+def _text(raw: str) -> Fraction:  # (at most 4096 texts of at most MAX_TEXT characters kept; errors are not)
     m = _RE.match(raw.strip())
     if not m:
         raise ValueError(f"quantity: {raw!r} is not a Kubernetes quantity (e.g. 500m, 16Gi, 2)")
