@@ -12,7 +12,8 @@ pods/s between the first and the last bind (start-up excluded), kube-scheduler's
 latency p50/p99 (its histogram, interpolated), each process's CPU ms per pod over that window, the
 extender's per-verb latency; and the ratio. Without a control plane it stops with a message and
 makes no figure. The control plane is always stopped at the end. `--profile DIR` records gpupack
-with py-spy (raw stacks + a top list; costs a little speed).
+with py-spy (raw stacks of the thread holding the GIL, so where its Python CPU goes, + a top list;
+costs a little speed).
 """
 
 from __future__ import annotations
@@ -280,7 +281,7 @@ class Bench:
                     sampler.pids["gpupack"] = gp.pid
                     if self.profile is not None:
                         self.profile.mkdir(parents=True, exist_ok=True)
-                        spy = subprocess.Popen(["py-spy", "record", "--pid", str(gp.pid), "--rate", "250",
+                        spy = subprocess.Popen(["py-spy", "record", "--pid", str(gp.pid), "--rate", "250", "--gil",
                                                 "--format", "raw", "-o", str(self.profile / "gpupack.txt")],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 conf = self.workdir / f"scheduler-{mode}.yaml"

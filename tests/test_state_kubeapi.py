@@ -74,6 +74,8 @@ def _fake_apiserver(mem: MemoryApi) -> FastAPI:
     async def binding(ns: str, request: Request) -> Response:
         body = orjson.loads(await request.body())
         assert body["kind"] == "Binding" and body["target"]["kind"] == "Node"
+        if request.headers.get("authorization") != "Bearer test":  # the kubeconfig's credentials
+            return _status(401, "Unauthorized", "Unauthorized")
         try:
             mem.create_binding(ns, body["metadata"]["name"], body["metadata"].get("uid", ""), body["target"]["name"],
                                body["metadata"].get("annotations"))

@@ -212,8 +212,9 @@ class Engine:
 
     def filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
         """Which nodes pass; the others with a reason, split by whether preemption could help."""
-        out = self._filter(view, req, invalid, table)
-        if req is not None and self.veto is not None and out.passed and self.veto.applies(req):
+        vetoed = req is not None and self.veto is not None and self.veto.applies(req)
+        out = self._filter(view, req, invalid, table, quiet=len(table.names) > wire.FULL_UP_TO and not vetoed)
+        if vetoed and req is not None and self.veto is not None and out.passed:
             _veto(out, self.veto(req, view, [table.names[j] for j in out.passed]), table.names)
         if req is not None and self.keep > 0 and req.managed and not req.soft and len(out.passed) > self.keep:
             self._shortlist(view, req, table, out)
@@ -234,7 +235,13 @@ class Engine:
             names = out.passed_names
             out.passed_names = [names[i] for i in best]
 
-    def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names) -> FilterOutcome:
+    def _filter(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
+                quiet: bool = False) -> FilterOutcome:
+        """`quiet`: when some node passes, the others are counted by reason but not named. kube-scheduler
+        reads the extender's per-node reasons only when no node is left (FailedScheduling, preemption:
+        schedule_one.go's schedulePod returns before them otherwise), and at thousands of nodes decoding
+        a reason per failed node into its status map is most of an answer's cost. Lists of up to
+        wire.FULL_UP_TO nodes always name every node, as the recorded answers do."""
         names = table.names
         if req is None:  # a malformed request: no node can ever take it as written
             msg = PREFIX + invalid
@@ -254,22 +261,28 @@ class Engine:
         ok[known] = verdict.fits[rows[known]]
         out.passed = np.flatnonzero(ok).tolist()
         out.passed_names = list(compress(names, ok.tolist()))
-        self._unknown(view, names, np.flatnonzero(~known), out)
+        quiet = quiet and bool(out.passed)
+        self._unknown(view, names, np.flatnonzero(~known), out, named=not quiet)
         bad = np.flatnonzero(known & ~ok)
-        if len(bad):
+        if len(bad) and quiet:
+            _count(out, verdict.reason[rows[bad]])
+        elif len(bad):
             self._reasons(verdict, rows[bad], np.asarray([names[i] for i in bad.tolist()], dtype=object), out)
         return out
 
     @staticmethod
-    def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome) -> None:
+    def _unknown(view: StateView, names: Sequence[str], pos: np.ndarray, out: FilterOutcome,
+                 named: bool = True) -> None:
         for j in pos.tolist():
             n = names[j]
             why = view.invalid.get(n)
             if why is None:
-                out.failed[n] = UNKNOWN  # may be known soon (the watch is behind): not final
+                if named:
+                    out.failed[n] = UNKNOWN  # may be known soon (the watch is behind): not final
                 out.reasons["unknown_node"] = out.reasons.get("unknown_node", 0) + 1
             else:
-                out.unresolvable[n] = f"{PREFIX}inventory unreadable: {why}"
+                if named:
+                    out.unresolvable[n] = f"{PREFIX}inventory unreadable: {why}"
                 out.reasons["invalid_inventory"] = out.reasons.get("invalid_inventory", 0) + 1
 
     @staticmethod
@@ -284,10 +297,7 @@ class Engine:
         res = verdict.resolvable[rows]
         out.failed.update(zip(names[res].tolist(), msgs[res].tolist(), strict=True))
         out.unresolvable.update(zip(names[~res].tolist(), msgs[~res].tolist(), strict=True))
-        codes, counts = np.unique(reason, return_counts=True)
-        for c, k in zip(codes.tolist(), counts.tolist(), strict=True):
-            label = Reason(c).name.lower()
-            out.reasons[label] = out.reasons.get(label, 0) + k
+        _count(out, reason)
 
     # -- prioritize -------------------------------------------------------------------------------------
     def prioritize_answer(self, view: StateView, req: PodRequest | None, table: Names) -> bytes:
@@ -320,6 +330,14 @@ class Engine:
         # the best node alone at 10: kube-scheduler breaks equal totals at random, which would undo
         # the consolidation the float scores encode
         return integer_scores(vals)
+
+
+def _count(out: FilterOutcome, reason: np.ndarray) -> None:
+    """The rejections by reason (gpupack_filter_rejections_total)."""
+    codes, counts = np.unique(reason, return_counts=True)
+    for c, k in zip(codes.tolist(), counts.tolist(), strict=True):
+        label = Reason(int(c)).name.lower()
+        out.reasons[label] = out.reasons.get(label, 0) + k
 
 
 def _veto(out: FilterOutcome, refused: dict[str, tuple[str, bool]], names: Sequence[str]) -> None:
