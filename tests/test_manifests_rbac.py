@@ -111,7 +111,10 @@ def calls(files: list[Path]) -> set[Grant]:
         src = f.read_text()
         tree = ast.parse(src)
         watching = _watches(tree, index)
-        for name in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & index.keys():
+        named = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        # a call made past the generated client names the method it stands for (kubeapi.KubernetesApi._post)
+        named |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        for name in named & index.keys():
             cands = index[name]
             chosen = [c for c in cands if c[0] in src] or list(cands)  # the API class the module names
             for _, (group, resource, verb) in chosen:

@@ -274,14 +274,17 @@ class KubernetesApi:
             meta["annotations"] = dict(annotations)
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": meta,
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        # where create_namespaced_binding posts, without its model classes and argument validation
-        self._post(f"/api/v1/namespaces/{quote(namespace, safe='')}/bindings", orjson.dumps(body))
+        # where CoreV1Api.create_namespaced_binding posts, without its model classes and argument checks
+        self._post("create_namespaced_binding", f"/api/v1/namespaces/{quote(namespace, safe='')}/bindings",
+                   orjson.dumps(body))
 
-    def _post(self, path: str, body: bytes) -> None:
+    def _post(self, call: str, path: str, body: bytes) -> None:
         """POST a JSON body through the client's own connection pool and credentials, past its generated
         method: bind is on every pod's path, and the models and pydantic argument checks cost about as
         much as the HTTP call itself (py-spy under a real kube-scheduler, docs/benchmarks.md). A non-2xx
-        answer is an ApiError carrying the Status's reason and message, as for the generated calls."""
+        answer is an ApiError carrying the Status's reason and message, as for the generated calls.
+        `call`: the generated method this stands for (what RBAC must allow: tests/test_manifests_rbac.py
+        reads it), named in an error without a message of its own."""
         import urllib3
 
         api = self._client
@@ -296,4 +299,4 @@ class KubernetesApi:
         except Exception as e:
             raise _translate(e) from None
         if not 200 <= resp.status < 300:
-            raise _status_error(int(resp.status), data)
+            raise _status_error(int(resp.status), data, f"{call}: HTTP {resp.status}")
