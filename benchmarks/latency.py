@@ -99,7 +99,7 @@ def build_cluster(n_nodes: int, seed: int = 0) -> tuple[list[dict[str, Any]], li
     return nodes, pods
 
 
-def _serve(cluster: str, port: int) -> None:
+def _serve(cluster: str, port: int, shortlist: int = 0) -> None:
     import gc
     import logging
 
@@ -110,7 +110,8 @@ def _serve(cluster: str, port: int) -> None:
 
     logging.disable(logging.WARNING)
     gc.set_threshold(10_000, 20, 50)  # as `gpupack serve` does
-    app = create_app(Settings(cluster=Path(cluster), port=port, mix_refresh_s=5.0, metrics_port=0))
+    app = create_app(Settings(cluster=Path(cluster), port=port, mix_refresh_s=5.0, metrics_port=0,
+                              shortlist=shortlist))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
@@ -208,14 +209,14 @@ def _phase(client: _Client, names: list[str], n_pods: int, start: int, bind: boo
 
 
 def run_latency(n_nodes: int = 5000, n_pods: int = 400, n_nodes_mode: int = 500, seed: int = 0,
-                port: int = 0) -> dict[str, Any]:
+                port: int = 0, shortlist: int = 0) -> dict[str, Any]:
     """Start the server on 127.0.0.1:`port` (0: a free one), drive the three phases, return the figures."""
     nodes, pods = build_cluster(n_nodes, seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.json"
         path.write_bytes(orjson.dumps({"nodes": nodes, "pods": pods}))
         port = port or _free_port()
-        proc = mp.get_context("spawn").Process(target=_serve, args=(str(path), port), daemon=True)
+        proc = mp.get_context("spawn").Process(target=_serve, args=(str(path), port, shortlist), daemon=True)
         t_start = time.perf_counter()
         proc.start()
         try:
@@ -228,7 +229,7 @@ def run_latency(n_nodes: int = 5000, n_pods: int = 400, n_nodes_mode: int = 500,
                     for i in sorted(rng.choice(len(nodes), n_nodes_mode, replace=False).tolist())]
             _phase(client, names, len(SHAPES) * 4, 0, False)  # warm up: imports, first fits
             result: dict[str, Any] = {
-                "cluster": {"nodes": n_nodes, "gpus": 8 * n_nodes, "bound_pods": len(pods),
+                "cluster": {"nodes": n_nodes, "gpus": 8 * n_nodes, "bound_pods": len(pods), "shortlist": shortlist,
                             "ready_s": round(ready_s, 1), "server_rss_mib": round(_rss_mib(proc.pid or 0), 1)},
                 "steady": _phase(client, names, n_pods, 100, False),
                 "binding": _phase(client, names, n_pods, 10_000, True),
@@ -278,13 +279,15 @@ def register(bench: typer.Typer) -> None:
                 pods: int = typer.Option(400, help="Pods per phase"),
                 nodes_mode: int = typer.Option(500, help="Full Node objects per Nodes-mode request"),
                 port: int = typer.Option(0, min=0, max=65535, help="Port of the extender on 127.0.0.1 (0: a free one)"),
+                shortlist: int = typer.Option(0, min=0, help="The server's --shortlist (0, the default here: "
+                                              "every fitting node passes, the largest answers)"),
                 json: bool = typer.Option(False, "--json", help="Print the figures as JSON")) -> None:
         """Extender latency over HTTP: filter/prioritize p50/p99, pods/s, RSS (targets: p99 <= 5 ms, >= 300 pods/s)."""
         from rich.console import Console
 
         from benchmarks.latency_tables import extender_tables
 
-        r = run_latency(nodes, pods, nodes_mode, port=port)
+        r = run_latency(nodes, pods, nodes_mode, port=port, shortlist=shortlist)
         if json:
             typer.echo(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode())
         else:

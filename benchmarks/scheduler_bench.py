@@ -4,8 +4,9 @@ Starts etcd + kube-apiserver of a built control plane (shared/tools/control-plan
 creates N Ready GPU nodes (8 x A100, NVSwitch) and, per phase, the same P pending pods (85% 1 GPU,
 7% 2, 5% 4, 3% 8), then starts kube-scheduler (percentageOfNodesToScore 100, client QPS/burst
 10,000) alone ("plain") or with the gpupack extender in a child process (filter, prioritize, bind,
-preempt; weight 5; nodeCacheCapable), or ("shortlist") with gpupack serving `--shortlist K` (filter
-passes only gpupack's K best nodes, scheduler/extender/shortlist.py). Pods are created before
+preempt; weight 5; nodeCacheCapable), either ("gpupack") serving `--shortlist 0` (filter passes every
+fitting node) or ("shortlist") serving `--shortlist K` (filter passes only gpupack's K best nodes,
+scheduler/extender/shortlist.py; K = 8 is gpupack's default). Pods are created before
 kube-scheduler starts and deleted between phases, so every phase sees the same empty cluster and the
 same queue. Reported per phase:
 pods/s between the first and the last bind (start-up excluded), kube-scheduler's scheduling-attempt
@@ -402,8 +403,9 @@ def register(bench: typer.Typer) -> None:
             help="the control plane built by shared/tools/control-plane (default $GPUPACK_VERIFY_DIR, "
                  "else /tmp/verify)")] = None,
         modes: Annotated[str, typer.Option(
-            help="phases, in order: plain (kube-scheduler alone), gpupack, shortlist (gpupack --shortlist K)")]
-            = "plain,gpupack",
+            help="phases, in order: plain (kube-scheduler alone), gpupack (gpupack --shortlist 0), "
+                 "shortlist (gpupack --shortlist K, the default deployment)")]
+            = "plain,gpupack,shortlist",
         shortlist: Annotated[int, typer.Option(min=1, help="K of the shortlist phase")] = 8,
         port: Annotated[int, typer.Option(min=0, max=65535, help="gpupack's port on 127.0.0.1 (0: a free one)")] = 0,
         profile: Annotated[Path | None, typer.Option(help="record gpupack with py-spy into this folder")] = None,

@@ -216,7 +216,7 @@ def throughput(bound_at: list[float]) -> tuple[float, float, float]:
 
 
 def summary(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The ratio and the targets' verdicts over a plain and a gpupack phase."""
+    """The ratios and the targets' verdicts over the plain phase and each gpupack phase."""
     plain, gp = phases.get("plain"), phases.get("gpupack")
     out: dict[str, Any] = {}
     if plain and gp and plain.get("pods_per_s") and gp.get("pods_per_s"):
@@ -229,6 +229,7 @@ def summary(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["ratio_shortlist_met"] = out["ratio_shortlist"] >= TARGET_RATIO
         if "gpupack" in short.get("cpu_ms_per_pod", {}):
             out["gpupack_cpu_ms_per_pod_shortlist"] = short["cpu_ms_per_pod"]["gpupack"]
+            out["gpupack_cpu_met_shortlist"] = out["gpupack_cpu_ms_per_pod_shortlist"] <= TARGET_CPU_MS
     if gp and "cpu_ms_per_pod" in gp and "gpupack" in gp["cpu_ms_per_pod"]:
         out["gpupack_cpu_ms_per_pod"] = gp["cpu_ms_per_pod"]["gpupack"]
         out["gpupack_cpu_target_ms"] = TARGET_CPU_MS

@@ -56,9 +56,10 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=30.0, gt=0)
     mix_refresh_s: float = Field(default=2.0, ge=0)
     # filter passes at most this many of gpupack's best nodes (ties kept) to pods without soft preferences,
-    # so kube-scheduler scores a handful of nodes instead of thousands; 0 passes every fitting node
+    # so kube-scheduler scores a handful of nodes instead of thousands and gpupack's choice sticks; 0 passes
+    # every fitting node
     # (scheduler/extender/shortlist.py, docs/scheduler.md)
-    shortlist: int = Field(default=0, ge=0, le=10_000)
+    shortlist: int = Field(default=8, ge=0, le=10_000)
     log_level: str = "info"
     log_format: str = "text"  # text or json (scheduler/logfmt.py), the same in serve, webhook and agent
     access_log: bool = False  # uvicorn's access log, in log_format: one line per verb call

@@ -82,3 +82,15 @@ def args(p: Obj, names: list[str], nodes: list[Obj] | None = None) -> Obj:
         return {"Pod": p, "Nodes": None, "NodeNames": names}
     by = {n["metadata"]["name"]: n for n in nodes}
     return {"Pod": p, "Nodes": {"metadata": {}, "items": [by[n] for n in names]}, "NodeNames": None}
+
+
+def gpu_cluster(n: int) -> list[Obj]:
+    """n nodes of 8 GPUs: A100s at even positions, H100s at odd ones."""
+    from binpack import Gpu, Node
+    from binpack.topology import nvswitch
+    from scheduler.state.standalone import node_object
+
+    nv, pc = nvswitch(8, 12)
+    return [node_object(Node(f"n{i:04d}", tuple(Gpu(g, "A100-SXM4-80GB" if i % 2 == 0 else "H100-SXM5-80GB",
+                                                       uuid=f"G-{i}-{g}") for g in range(8)),
+                             128_000, 1_000_000, nv, pc)) for i in range(n)]

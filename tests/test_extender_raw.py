@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from extender_support import args, pod, post, serve
+from extender_support import args, gpu_cluster, pod, post, serve
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -144,28 +144,16 @@ def test_prioritize_answers_are_made_once_per_demand_list_and_generation() -> No
     assert {e["Host"]: e["Score"] for e in after}.get(best, 0) == 0
 
 
-def _cluster(n: int) -> list[dict[str, object]]:
-    """n nodes of 8 GPUs: A100s at even positions, H100s at odd ones."""
-    from binpack import Gpu, Node
-    from binpack.topology import nvswitch
-    from scheduler.state.standalone import node_object
-
-    nv, pc = nvswitch(8, 12)
-    return [node_object(Node(f"n{i:04d}", tuple(Gpu(g, "A100-SXM4-80GB" if i % 2 == 0 else "H100-SXM5-80GB",
-                                                       uuid=f"G-{i}-{g}") for g in range(8)),
-                             128_000, 1_000_000, nv, pc)) for i in range(n)]
-
-
 def test_past_full_up_to_nodes_failed_ones_are_named_only_when_none_passes() -> None:
     """kube-scheduler reads per-node reasons only when no node is left: past wire.FULL_UP_TO nodes an
     answer with passing nodes counts the others (metrics) without naming them; small lists (the
     recorded answers) and answers where nothing passes name every node."""
     for n, quiet in ((wire.FULL_UP_TO + 10, True), (wire.FULL_UP_TO - 10, False)):
-        nodes = _cluster(n)
-        names = [x["metadata"]["name"] for x in nodes]  # type: ignore[index]
+        nodes = gpu_cluster(n)
+        names = [x["metadata"]["name"] for x in nodes]
         a100 = pod("a", {"nvidia.com/gpu": "1"}, annotations={"gpupack.io/gpu-model": "A100-SXM4-80GB"})
         huge = pod("h", {"nvidia.com/gpu": "9"})
-        with serve(nodes, [a100, huge]) as (client, _, _):
+        with serve(nodes, [a100, huge], shortlist=0) as (client, _, _):  # every fitting node passes
             got = post(client, "filter", args(a100, names))
             assert got["NodeNames"] == names[0::2]
             assert (got["FailedAndUnresolvableNodes"] == {}) is quiet

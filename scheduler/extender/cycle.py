@@ -191,6 +191,13 @@ class LayoutTables:
     recent: deque[Names] = field(default_factory=lambda: deque(maxlen=RECENT_LISTS))
     passed: Lru = field(default_factory=lambda: Lru(PASSED_PODS, lambda p: len(p.names) + 1, PASSED_NAMES))
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _quoted: list[bytes] | None = field(default=None, repr=False)
+
+    def quoted(self) -> list[bytes]:
+        """Each snapshot row's name as a JSON string (`"name"`), to find it in a list's bytes."""
+        if self._quoted is None:  # two threads racing build equal lists
+            self._quoted = [b'"' + n.encode() + b'"' for n in self.static.names]
+        return self._quoted
 
     def same_list(self, names: Sequence[str]) -> Names | None:
         """A recently resolved list equal to `names` (a list in another order fails at once)."""

@@ -174,8 +174,16 @@ def build_router(deps: Deps, prefix: str, verbs: dict[str, Handler] | None = Non
         view = state.view()
         if not view.ready:
             return _json(wire.filter_error(NOT_READY, args.items is None))
-        table = engine.table(view, args)
+        # a large list in a new order may be answered from the shortlist without being read name by
+        # name; any other list is read first, so that a 400 leaves the learned mix as it was
+        quick = engine.quick_list(view, args)
+        table = None if quick else engine.table(view, args)
         req, invalid = pod_request(args.pod)
+        if table is None:
+            fast = engine.shortlisted(view, req, args)
+            if fast is not None:
+                return _json(fast)
+            table = engine.table(view, args)
         answer, reasons = engine.filter_answer(view, req, invalid, table, args)
         for reason, n in reasons.items():
             metrics.rejections.labels(reason).inc(n)

@@ -34,7 +34,7 @@ from scheduler.extender.cycle import (
     ValuesKey,
     VerbCache,
 )
-from scheduler.extender.shortlist import shortlist
+from scheduler.extender.shortlist import pick, shortlist
 from scheduler.state.cluster import StateView
 from scheduler.state.plugin import Pin, Plugins
 from scheduler.translate.pod import PodRequest
@@ -182,6 +182,36 @@ class Engine:
         hit.raw = raw
         layout.remember(hit)
         return hit
+
+    def quick_list(self, view: StateView, args: wire.ExtenderArgs) -> bool:
+        """Whether filter may answer from the shortlist without resolving the list (`shortlisted`): a
+        large list sent as plain bytes, not seen before (a list seen before has its answers cached per
+        generation). The list's form and size are checked here (400 / 413 before the pod is read)."""
+        raw = args.raw
+        if self.keep <= 0 or raw is None or len(raw) < 4 * wire.FULL_UP_TO:
+            return False
+        if self.cache.layout(view.snapshot.static).same_raw(raw) is not None:
+            return False
+        opens = args.plain()
+        return opens is not None and len(opens) > wire.FULL_UP_TO
+
+    def shortlisted(self, view: StateView, req: PodRequest | None, args: wire.ExtenderArgs) -> bytes | None:
+        """filter's answer for a shortlisted pod with a `quick_list`, found without resolving the list
+        (shortlist.pick), or None: the pod or the cluster needs the full path (a pod a plugin or the
+        DRA veto may answer differently, one with soft preferences, one that fits nowhere). Nodes not
+        shortlisted are not named, those that do not fit included (kube-scheduler reads reasons only
+        when no node is left), nor counted in gpupack_filter_rejections_total (counting them is what
+        resolving the list costs)."""
+        opens = args.plain()
+        if (opens is None or args.raw is None or req is None or not req.managed or req.soft
+                or self.plugins.applies(req) or (self.veto is not None and self.veto.applies(req))):
+            return None
+        layout = self.cache.layout(view.snapshot.static)
+        rows = pick(args.raw, opens, self.values(view, req.demand), layout.quoted(), self.keep)
+        if rows is None:
+            return None
+        names = view.snapshot.static.names
+        return wire.filter_result(args, [], {}, {}, [names[r] for r in rows])
 
     def filter_answer(self, view: StateView, req: PodRequest | None, invalid: str, table: Names,
                       args: wire.ExtenderArgs) -> tuple[bytes, dict[str, int]]:

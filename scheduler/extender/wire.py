@@ -57,7 +57,7 @@ class ExtenderArgs:
     recognised by comparing those bytes (tens of microseconds at 20,000 names), where parsing it
     costs about a millisecond and resolving its fresh strings more (docs/benchmarks.md)."""
 
-    __slots__ = ("_max", "_names", "items", "list_meta", "pod", "raw")
+    __slots__ = ("_max", "_names", "_opens", "items", "list_meta", "pod", "raw")
 
     def __init__(self, pod: Obj, names: list[str] | None, items: list[Obj] | None, list_meta: Obj,
                  raw: bytes | None = None, max_nodes: int = MAX_NODES) -> None:
@@ -67,6 +67,17 @@ class ExtenderArgs:
         self.list_meta = list_meta
         self.raw = raw
         self._max = max_nodes
+        self._opens: np.ndarray | bool | None = False  # False: not looked at yet
+
+    def plain(self) -> np.ndarray | None:
+        """Where the names open in `raw` when it is an array of plain strings (plain_strings), the
+        cap checked (413) without parsing; None otherwise."""
+        if self._opens is False:
+            opens = plain_strings(self.raw) if self.raw is not None else None
+            if opens is not None:
+                _cap(len(opens), self._max, "NodeNames")
+            self._opens = opens
+        return self._opens  # type: ignore[return-value]
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +107,25 @@ def _split(body: bytes) -> tuple[bytes, bytes] | None:
     if at <= 0:
         return None
     return body[:at] + b"}", body[at + len(NAMES_KEY) - 1:-1]
+
+
+def plain_strings(raw: bytes) -> np.ndarray | None:
+    """Where each string of a JSON array of plain strings (printable ASCII, no escape) opens: the
+    offsets of their opening quotes, when `raw` is exactly such an array (then it is valid JSON and
+    each name is the bytes between its quotes); None for anything else (the caller parses it)."""
+    a = np.frombuffer(raw, np.uint8)
+    if len(a) < 2 or a[0] != ord("[") or a[-1] != ord("]") or ((a < 0x20) | (a > 0x7E) | (a == ord("\\"))).any():
+        return None
+    q = np.flatnonzero(a == ord('"'))
+    if len(q) == 0:
+        return q if len(a) == 2 else None
+    opens, closes = q[0::2], q[1::2]
+    if len(q) % 2 or q[0] != 1 or q[-1] != len(a) - 2 or ((closes - opens) < 2).any():
+        return None  # an odd quote, something before the first or after the last, an empty name
+    gaps = opens[1:] - closes[:-1]
+    if (gaps != 2).any() or (a[closes[:-1] + 1] != ord(",")).any():
+        return None  # exactly one comma between two strings
+    return opens
 
 
 def _names_list(names: Any, max_nodes: int) -> list[str]:
