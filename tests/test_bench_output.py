@@ -59,14 +59,14 @@ def test_latency_tables_fit_80_columns_and_show_every_figure() -> None:
 def test_bench_latency_passes_the_port_and_prints_tables_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake(nodes: int, pods: int, nodes_mode: int, port: int = 0) -> dict[str, Any]:
-        seen.update(nodes=nodes, port=port)
+    def fake(nodes: int, pods: int, nodes_mode: int, port: int = 0, shortlist: int = 0) -> dict[str, Any]:
+        seen.update(nodes=nodes, port=port, shortlist=shortlist)
         return LATENCY
 
     monkeypatch.setattr(latency, "run_latency", fake)
-    out = CliRunner().invoke(app, ["bench", "latency", "--nodes", "10", "--port", "18999"])
+    out = CliRunner().invoke(app, ["bench", "latency", "--nodes", "10", "--port", "18999", "--shortlist", "8"])
     assert out.exit_code == 0, out.output
-    assert seen == {"nodes": 10, "port": 18999} and "prioritize" in out.output and "{" not in out.output
+    assert seen == {"nodes": 10, "port": 18999, "shortlist": 8} and "prioritize" in out.output and "{" not in out.output
     out = CliRunner().invoke(app, ["bench", "latency", "--json"])
     assert json.loads(out.output)["cluster"]["nodes"] == 5000
 
