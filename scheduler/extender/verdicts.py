@@ -4,7 +4,8 @@ A fit is computed once per (demand, snapshot generation) and a score once per (d
 mix version), then reused by every pod with the same demand and by prioritize after filter (the
 pod's demand itself is parsed once per UID by ClusterState.request); all of it is kept in one
 `VerbCache` (cycle.py), per generation and per cluster layout. Request node names become
-snapshot rows with one dict lookup each into a NumPy array; reasons are worded once per distinct
+snapshot rows with one dict lookup each into a NumPy array (a list sent before is recognised by its
+bytes, and a shortlisted pod's large list is not resolved at all: `shortlisted`); reasons are worded once per distinct
 (reason, amount) and shared by every node that has them, so 5,000 failing nodes cost no more than
 a few distinct sentences. Messages start with "gpupack: " so `kubectl describe pod` says who spoke.
 """
