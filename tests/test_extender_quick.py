@@ -106,3 +106,26 @@ def test_over_http_a_large_cluster_gets_the_shortlist_and_a_bad_list_a_400() -> 
         assert state.view().mix.version == before
         many = orjson.dumps(args(p, names * 200))
         assert client.post("/filter", content=many).status_code == 413
+
+
+ASCII = st.one_of(st.from_regex(r"[a-z0-9.-]{1,6}", fullmatch=True),
+                  st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x7F), max_size=6))
+
+
+@settings(max_examples=300)
+@given(st.lists(ASCII, max_size=6), st.sampled_from(["as is", "spaced", "trailing comma", "cut", "nested"]))
+def test_plain_strings_accepts_exactly_arrays_of_plain_strings(names: list[str], how: str) -> None:
+    raw = orjson.dumps(names)
+    raw = {"as is": raw, "spaced": raw.replace(b",", b", "), "trailing comma": raw[:-1] + b",]",
+           "cut": raw[:-1], "nested": b"[" + raw + b"]"}[how]
+    opens = wire.plain_strings(raw)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    # compact (as Go writes it), every element a non-empty string that needs no escape
+    plain = isinstance(doc, list) and raw == orjson.dumps(doc) and all(
+        isinstance(n, str) and n and orjson.dumps(n) == b'"' + n.encode() + b'"' and n.isprintable() for n in doc)
+    assert (opens is not None) == plain
+    if opens is not None:  # each name is the bytes between its opening quote and the next quote
+        assert [raw[o + 1:raw.index(b'"', o + 1)].decode() for o in opens.tolist()] == doc
