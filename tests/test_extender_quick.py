@@ -100,6 +100,7 @@ def test_over_http_a_large_cluster_gets_the_shortlist_and_a_bad_list_a_400() -> 
         got = client.post("/filter", content=orjson.dumps(args(p, names[::-1])))
         assert got.status_code == 200 and len(got.json()["NodeNames"]) == 8
         assert set(got.json()["NodeNames"]) <= set(names)
+        assert 'gpupack_filter_answers_total{path="quick"} 1.0' in client.get("/metrics").text
         before = state.view().mix.version
         bad = orjson.dumps(args(p, names)).replace(b'"]}', b'",]}')
         assert client.post("/filter", content=bad).status_code == 400

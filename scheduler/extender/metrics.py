@@ -32,6 +32,9 @@ class Metrics:
                                  ["verb"], buckets=_FAST, registry=r)
         self.rejections = Counter("gpupack_filter_rejections_total", "Nodes refused by filter, by reason",
                                   ["reason"], registry=r)
+        self.filter_paths = Counter("gpupack_filter_answers_total", "filter answers by how they were found: "
+                                    "quick (the shortlist found in the list's bytes) or full (the list read)",
+                                    ["path"], registry=r)
         self.binds = Counter("gpupack_binds_total", "Bind calls by outcome (ok, failed, conflict)",
                              ["result"], registry=r)
         self.bad_requests = Counter("gpupack_bad_requests_total", "Requests refused with 400 or 413",

@@ -182,8 +182,10 @@ def build_router(deps: Deps, prefix: str, verbs: dict[str, Handler] | None = Non
         if table is None:
             fast = engine.shortlisted(view, req, args)
             if fast is not None:
+                metrics.filter_paths.labels("quick").inc()
                 return _json(fast)
             table = engine.table(view, args)
+        metrics.filter_paths.labels("full").inc()
         answer, reasons = engine.filter_answer(view, req, invalid, table, args)
         for reason, n in reasons.items():
             metrics.rejections.labels(reason).inc(n)
