@@ -9,6 +9,7 @@ change numbered, watches from a compacted version answer 410.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.state.kubeapi import ApiError, ApiTimeout, Obj
@@ -97,31 +98,35 @@ class DraMemoryApi(MemoryApi):
 
     def update_resource_claim(self, namespace: str, name: str, obj: Obj) -> Obj:
         """PUT on the main resource: metadata (finalizers, labels) change; status is dropped (V16)."""
-        timeout_after = self._fault("claim")
-        with self._cv:
-            self.claim_writes.append(("claim", obj))
-            cur = self._claim_for_write(namespace, name, obj)
+        def merge(cur: Obj) -> Obj:
             meta = {**cur["metadata"], **{k: v for k, v in (obj.get("metadata") or {}).items()
                                           if k in ("finalizers", "labels", "annotations")}}
-            new = self.put_resource_claim({**cur, "metadata": meta})
-        if timeout_after:
-            raise ApiTimeout("claim: read timed out after the update applied (injected)")
-        return new
+            return {**cur, "metadata": meta}
+
+        return self._write_claim("claim", namespace, name, obj, merge)
 
     def update_resource_claim_status(self, namespace: str, name: str, obj: Obj) -> Obj:
         """PUT on /status: only status changes, checked as the apiserver 1.36 did (422 with its message)."""
-        timeout_after = self._fault("claim-status")
-        with self._cv:
-            self.claim_writes.append(("status", obj))
-            cur = self._claim_for_write(namespace, name, obj)
+        def merge(cur: Obj) -> Obj:
             status = dict(obj.get("status") or {})
             self._check_status(cur, status)
             alloc = status.get("allocation")
             if alloc is not None and not ((alloc.get("devices") or {}).get("results")):
                 status["allocation"] = {**alloc, "devices": {}}  # stored as the apiserver stores it (V14)
-            new = self.put_resource_claim({**cur, "status": {k: v for k, v in status.items() if v is not None}})
+            return {**cur, "status": {k: v for k, v in status.items() if v is not None}}
+
+        return self._write_claim("status", namespace, name, obj, merge)
+
+    def _write_claim(self, part: str, namespace: str, name: str, obj: Obj, merge: Callable[[Obj], Obj]) -> Obj:
+        """One PUT of a claim (`part`: "claim" or its "status"): recorded, preconditions checked, the
+        merged object stored; an injected fault may time the caller out after the write applied."""
+        fault = "claim" if part == "claim" else "claim-status"
+        timeout_after = self._fault(fault)
+        with self._cv:
+            self.claim_writes.append((part, obj))
+            new = self.put_resource_claim(merge(self._claim_for_write(namespace, name, obj)))
         if timeout_after:
-            raise ApiTimeout("claim-status: read timed out after the write applied (injected)")
+            raise ApiTimeout(f"{fault}: read timed out after the write applied (injected)")
         return new
 
     def _check_status(self, cur: Obj, status: Obj) -> None:
