@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from scheduler.loglevel import lowercase_choice
+
 FORMATS = ("text", "json")
 HELP = "text (human) or json (one object per line, for a log collector)"
 _FIELDS = ("pod", "node")  # what a line is about, when known
@@ -28,10 +30,7 @@ _HANDLER = "gpupack"
 
 def log_format(value: str) -> str:
     """The format in lowercase; ValueError naming the choices for anything else."""
-    v = value.strip().lower()
-    if v not in FORMATS:
-        raise ValueError(f"must be one of {', '.join(FORMATS)}; got {value!r}")
-    return v
+    return lowercase_choice(value, FORMATS)
 
 
 def about(pod: str = "", node: str = "") -> dict[str, str]:

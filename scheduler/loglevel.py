@@ -12,7 +12,13 @@ HELP = "critical, error, warning, info or debug (any case)"
 
 def log_level(value: str) -> str:
     """The level in lowercase; ValueError naming the choices for anything else."""
+    return lowercase_choice(value, LEVELS, " (any case)")
+
+
+def lowercase_choice(value: str, choices: tuple[str, ...], note: str = "") -> str:
+    """`value` stripped and lowercased if it is one of `choices`; ValueError naming them otherwise
+    (the log level and the log format read their settings this one way)."""
     v = value.strip().lower()
-    if v not in LEVELS:
-        raise ValueError(f"must be one of {', '.join(LEVELS)} (any case); got {value!r}")
+    if v not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}{note}; got {value!r}")
     return v
