@@ -140,32 +140,22 @@ class Engine:
 
     # -- filter -----------------------------------------------------------------------------------------
     def names(self, view: StateView, names: Sequence[str], uid: str = "") -> Names:
-        """The node list resolved to snapshot rows; WireError when a name is not a string.
-
-        `uid`: prioritize's list is usually exactly what filter passed for the pod; then it is cut
-        from filter's list (one list comparison) instead of being looked up name by name."""
-        layout = self.cache.layout(view.snapshot.static)
-        stash = layout.passed_for(uid) if uid else None
-        if stash is not None and names == stash.names:
-            return stash.subset()
-        same = layout.same_list(names)
-        if same is not None:
-            same.reused = True
-            return same
-        return self._resolve(layout, names, None)
+        """`table` for a list at hand rather than a request's bytes (tests, benchmarks)."""
+        return self.table(view, wire.ExtenderArgs({}, list(names), None, {}), uid)
 
     def table(self, view: StateView, args: wire.ExtenderArgs, uid: str = "") -> Names:
-        """`names` for a request's list; one sent as raw bytes (wire.ExtenderArgs.raw) is compared as
-        bytes, with what filter passed for the pod and with the lists seen last, and parsed only when
-        it matches none."""
+        """The request's node list resolved to snapshot rows; WireError when a name is not a string.
+
+        `uid`: prioritize's list is usually exactly what filter passed for the pod; then it is cut
+        from filter's list instead of being looked up name by name. A list seen lately is reused. A
+        list sent as raw bytes (wire.ExtenderArgs.raw) is compared as bytes (one memcmp each) and parsed
+        only when it matches none."""
         raw = args.raw
-        if raw is None:
-            return self.names(view, args.names, uid)
         layout = self.cache.layout(view.snapshot.static)
         stash = layout.passed_for(uid) if uid else None
-        if stash is not None and stash.raw == raw:
+        if stash is not None and (stash.raw == raw if raw is not None else args.names == stash.names):
             return stash.subset()
-        same = layout.same_raw(raw)
+        same = layout.same_raw(raw) if raw is not None else layout.same_list(args.names)
         if same is not None:
             same.reused = True
             return same

@@ -153,6 +153,7 @@ class KubernetesApi:
     page = 500  # list in chunks, so a big cluster's list is never one huge response
 
     def __init__(self, kubeconfig: str | None = None, in_cluster: bool = False, timeout_s: float = 5.0) -> None:
+        import urllib3
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -165,6 +166,7 @@ class KubernetesApi:
         self._core = client.CoreV1Api(self._client)
         self._resource = client.ResourceV1Api(self._client)  # DRA, resource.k8s.io/v1
         self._timeout = timeout_s
+        self._post_timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """One request/response call; the body is read (`.data` keeps it) and the connection released to
@@ -285,15 +287,13 @@ class KubernetesApi:
         answer is an ApiError carrying the Status's reason and message, as for the generated calls.
         `call`: the generated method this stands for (what RBAC must allow: tests/test_manifests_rbac.py
         reads it), named in an error without a message of its own."""
-        import urllib3
-
         api = self._client
         headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": api.user_agent}
         api.update_params_for_auth(headers, [], ["BearerToken"], path, "POST", body)  # a rotated token is re-read
         try:
             resp = api.rest_client.pool_manager.request(
                 "POST", api.configuration.host + path, body=body, headers=headers, retries=False,
-                timeout=urllib3.Timeout(connect=self._timeout, read=self._timeout), preload_content=False)
+                timeout=self._post_timeout, preload_content=False)
             data = resp.data
             resp.release_conn()
         except Exception as e:
